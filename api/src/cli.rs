@@ -1,0 +1,111 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// tidemark: disaster-recovery storage — protect disks into a bucket, restore any point in time.
+#[derive(Parser, Debug)]
+#[command(name = "tidemark", version)]
+pub struct Cli {
+    /// Data directory: the local store in DIR/store (unless --store), the index in DIR/index.
+    #[arg(long, global = true, default_value = "tidemark-data", env = "TIDEMARK_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Object store URL (file:///path); default: DIR/store.
+    #[arg(long, global = true, env = "TIDEMARK_STORE")]
+    pub store: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Replicate the current content of image files or block devices as one new point.
+    Protect(ProtectArgs),
+    /// List the points of a domain, oldest first.
+    Points(PointsArgs),
+    /// Restore one disk at a point into a sparse raw image.
+    Restore(RestoreArgs),
+    /// Maintain the local index.
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Read every object of a domain and verify it.
+    Verify(DomainArg),
+}
+
+/// `--domain NAME`.
+#[derive(Args, Debug)]
+pub struct DomainArg {
+    /// Domain name.
+    #[arg(long)]
+    pub domain: String,
+}
+
+/// Arguments of `protect`.
+#[derive(Args, Debug)]
+pub struct ProtectArgs {
+    /// Domain name (created on first use).
+    #[arg(long)]
+    pub domain: String,
+    /// A disk as NAME=PATH (image file or block device); repeat for each disk.
+    #[arg(long = "disk", required = true, value_parser = parse_disk)]
+    pub disks: Vec<(String, PathBuf)>,
+    /// Name the new point with this marker.
+    #[arg(long)]
+    pub marker: Option<String>,
+    /// The marker names a known-good (application-consistent, tested) point.
+    #[arg(long, requires = "marker")]
+    pub known_good: bool,
+}
+
+fn parse_disk(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=PATH"))?;
+    if name.is_empty() || path.is_empty() {
+        return Err(format!("{s:?}: expected NAME=PATH"));
+    }
+    Ok((name.to_owned(), PathBuf::from(path)))
+}
+
+/// Arguments of `points`.
+#[derive(Args, Debug)]
+pub struct PointsArgs {
+    /// Domain name.
+    #[arg(long)]
+    pub domain: String,
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `restore`.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Domain name.
+    #[arg(long)]
+    pub domain: String,
+    /// Disk name.
+    #[arg(long)]
+    pub disk: String,
+    /// latest, a seq, an RFC 3339 time (newest point at or before it), marker:NAME or last-good.
+    #[arg(long, default_value = "latest")]
+    pub point: String,
+    /// Where to write the image (replaced atomically when complete).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Ranged reads in flight.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Print a JSON report of the restore on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `index` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Forget the domain's index and re-derive it from the bucket.
+    Rebuild(DomainArg),
+}

@@ -1,0 +1,56 @@
+//! The CLI commands, each working on the local data directory.
+
+mod points;
+mod protect;
+mod restore;
+
+use tidemark_pitr_index::sync;
+
+use crate::cli::{Cli, Command, IndexCommand};
+use crate::site::Site;
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let site = Site::open(&cli.data_dir, cli.store.as_deref())?;
+    match cli.command {
+        Command::Protect(a) => protect::run(&site, a).await,
+        Command::Points(a) => points::run(&site, a).await,
+        Command::Restore(a) => restore::run(&site, a).await,
+        Command::Index(IndexCommand::Rebuild(a)) => {
+            let r = sync::rebuild(&site.store, &site.index, &a.domain).await?;
+            println!(
+                "{}",
+                serde_json::json!({"domain": a.domain, "segments": r.segments, "last_seq": r.last_seq})
+            );
+            Ok(())
+        }
+        Command::Verify(a) => {
+            let r = tidemark_rehydrator::verify::verify_domain(&site.store, &a.domain).await?;
+            let damaged: Vec<_> = r
+                .damaged
+                .iter()
+                .map(|(k, why)| serde_json::json!({"key": k, "error": why}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"domain": a.domain, "objects": r.objects, "bytes": r.bytes, "damaged": damaged})
+            );
+            if let Some((key, why)) = r.damaged.first() {
+                return Err(tidemark_rehydrator::RestoreError::Corrupt {
+                    key: key.clone(),
+                    reason: format!("{why} ({} damaged object(s) in all)", r.damaged.len()),
+                }
+                .into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Makes sure the index knows the domain, picking it up from the bucket if another
+/// process or site created it, and indexes segments committed since.
+pub async fn refresh(site: &Site, domain: &str) -> anyhow::Result<tidemark_format::DomainRecord> {
+    let rec = tidemark_ingest::domain::open_domain(&site.ingest(), domain).await?;
+    sync::catch_up(&site.store, &site.index, &rec).await?;
+    Ok(rec)
+}

@@ -1,0 +1,87 @@
+//! One clear line and a distinct exit code for each kind of failure.
+
+use tidemark_ingest::IngestError;
+use tidemark_objstore::StoreError;
+use tidemark_pitr_index::IndexError;
+use tidemark_rehydrator::RestoreError;
+
+/// What kind of failure, for scripts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Other = 1,
+    Invalid = 2,
+    NotFound = 3,
+    Corrupt = 4,
+    Conflict = 5,
+}
+
+fn index_kind(e: &IndexError) -> Kind {
+    match e {
+        IndexError::UnknownDomain(_) | IndexError::NoSuchPoint(_) => Kind::NotFound,
+        IndexError::Corrupt(_) | IndexError::CorruptObject { .. } | IndexError::Format(_) => Kind::Corrupt,
+        IndexError::Store(s) => store_kind(s),
+        IndexError::Db(_) => Kind::Other,
+    }
+}
+
+fn store_kind(e: &StoreError) -> Kind {
+    match e {
+        StoreError::NotFound { .. } => Kind::NotFound,
+        StoreError::Invalid(_) | StoreError::Config(_) => Kind::Invalid,
+        StoreError::AlreadyExists { .. } | StoreError::PreconditionFailed { .. } => Kind::Conflict,
+        _ => Kind::Other,
+    }
+}
+
+/// Classifies an error by its innermost known cause.
+pub fn kind(e: &anyhow::Error) -> Kind {
+    for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<IngestError>() {
+            return match e {
+                IngestError::Invalid(_) => Kind::Invalid,
+                IngestError::UnknownDomain(_) => Kind::NotFound,
+                IngestError::Conflict(_) | IngestError::SeqTaken { .. } => Kind::Conflict,
+                IngestError::Corrupt { .. } => Kind::Corrupt,
+                IngestError::Store(s) => store_kind(s),
+                IngestError::Index(i) => index_kind(i),
+                IngestError::Read { .. } | IngestError::Injected(_) => Kind::Other,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<RestoreError>() {
+            return match e {
+                RestoreError::Invalid(_) => Kind::Invalid,
+                RestoreError::Corrupt { .. } => Kind::Corrupt,
+                RestoreError::Index(i) => index_kind(i),
+                RestoreError::Store(s) => store_kind(s),
+                RestoreError::Io { .. } | RestoreError::Cancelled => Kind::Other,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<IndexError>() {
+            return index_kind(e);
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return store_kind(e);
+        }
+    }
+    Kind::Other
+}
+
+/// The process exit code for an error.
+pub fn code(e: &anyhow::Error) -> i32 {
+    kind(e) as i32
+}
+
+/// The error and its causes on one line (causes already in the message are skipped).
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+    }
+    out.replace('\n', " ")
+}

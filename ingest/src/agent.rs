@@ -1,0 +1,252 @@
+//! The capture agent: protects image files or block devices as points of a domain.
+//!
+//! Each run reads every disk once and sends only the blocks whose content changed
+//! since the last run. It keeps a 128-bit hash per block of what it sent, in the index,
+//! committed in the same batch as the segment, so a failed run never makes the next one
+//! skip a block. The hashes are trusted only if the domain's newest point is the one
+//! this agent wrote; otherwise every block is sent (dedup keeps the upload small).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tidemark_format::{DiskSpec, DomainRecord, Marker, BLOCK_SIZE};
+use tidemark_pitr_index::{Index, StateWrite};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::builder::{is_zero, SegmentBuilder};
+use crate::{domain, now_ns, DomainWriter, IngestContext, IngestError, Result};
+
+/// Blocks per stored group of hashes (64 KiB of hashes per value).
+const GROUP: u32 = 4096;
+/// Bytes read from a disk at a time.
+const READ_BYTES: usize = 4 << 20;
+const AGENT_SEQ_KEY: &[u8] = b"agent-seq";
+
+/// A disk to protect: its name in the domain and where to read it.
+#[derive(Clone, Debug)]
+pub struct DiskSource {
+    /// Disk name.
+    pub name: String,
+    /// Image file or block device.
+    pub path: PathBuf,
+}
+
+/// What one protect run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtectReport {
+    /// Seq of the new point.
+    pub seq: u64,
+    /// Its time, unix nanoseconds.
+    pub time: i64,
+    /// Bytes uploaded (packs and segment).
+    pub new_bytes: u64,
+    /// Bytes of blocks that changed since the last run.
+    pub changed_bytes: u64,
+    /// Bytes of the disks read.
+    pub logical_bytes: u64,
+}
+
+fn group_key(disk: u32, group: u32) -> Vec<u8> {
+    let mut k = b"agent-hashes\0".to_vec();
+    k.extend_from_slice(&disk.to_be_bytes());
+    k.extend_from_slice(&group.to_be_bytes());
+    k
+}
+
+fn open_disk(src: &DiskSource) -> Result<(File, u64)> {
+    let read_err = |source| IngestError::Read {
+        path: src.path.display().to_string(),
+        source,
+    };
+    let mut f = File::open(&src.path).map_err(read_err)?;
+    // Seeking to the end gives the size of block devices too.
+    let size = f.seek(SeekFrom::End(0)).map_err(read_err)?;
+    f.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    if size == 0 || size % BLOCK_SIZE as u64 != 0 {
+        return Err(IngestError::Invalid(format!(
+            "{}: size {size} is not a positive multiple of {BLOCK_SIZE}",
+            src.path.display()
+        )));
+    }
+    Ok((f, size))
+}
+
+/// Opens the domain, creating it from the disks on first use; an existing domain must
+/// have each named disk with the same size.
+async fn domain_for(ctx: &IngestContext, name: &str, disks: &[(DiskSource, u64)]) -> Result<DomainRecord> {
+    match domain::open_domain(ctx, name).await {
+        Ok(rec) => {
+            for (src, size) in disks {
+                let spec = rec.disks.iter().find(|d| d.name == src.name).ok_or_else(|| {
+                    IngestError::Conflict(format!(
+                        "domain {name} has no disk {:?} (it has {})",
+                        src.name,
+                        domain::describe(&rec)
+                    ))
+                })?;
+                if spec.size != *size {
+                    return Err(IngestError::Conflict(format!(
+                        "disk {} of domain {name} is {} bytes but {} has {size} bytes",
+                        src.name,
+                        spec.size,
+                        src.path.display()
+                    )));
+                }
+            }
+            Ok(rec)
+        }
+        Err(IngestError::UnknownDomain(_)) => {
+            let rec = DomainRecord {
+                name: name.to_owned(),
+                block_size: BLOCK_SIZE,
+                disks: disks
+                    .iter()
+                    .map(|(s, size)| DiskSpec {
+                        name: s.name.clone(),
+                        size: *size,
+                    })
+                    .collect(),
+                created: now_ns(),
+            };
+            domain::create_domain(ctx, rec).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Replicates the current content of `disks` as one new point of `domain` (all disks in
+/// one segment, so they are crash-consistent with each other).
+pub async fn protect(
+    ctx: &IngestContext,
+    domain: &str,
+    disks: &[DiskSource],
+    marker: Option<Marker>,
+) -> Result<ProtectReport> {
+    if disks.is_empty() {
+        return Err(IngestError::Invalid("no disk to protect".into()));
+    }
+    let mut opened = Vec::new();
+    for src in disks {
+        if opened.iter().any(|(s, _, _): &(DiskSource, File, u64)| s.name == src.name) {
+            return Err(IngestError::Invalid(format!("disk {} given twice", src.name)));
+        }
+        let (f, size) = open_disk(src)?;
+        opened.push((src.clone(), f, size));
+    }
+    let sizes: Vec<_> = opened.iter().map(|(s, _, size)| (s.clone(), *size)).collect();
+    let rec = domain_for(ctx, domain, &sizes).await?;
+    let mut writer = DomainWriter::open(ctx.clone(), domain).await?;
+    let seq = writer.next_seq();
+    let last = seq.checked_sub(1).filter(|s| *s > 0);
+    let agent_seq = ctx
+        .index
+        .get_state(domain, AGENT_SEQ_KEY)?
+        .and_then(|v| v.try_into().ok().map(u64::from_be_bytes));
+    // With no point yet, every block is known to be zero.
+    let trust = last.is_none() || agent_seq == last;
+    let mut inputs: Vec<(u32, DiskSource, File)> = opened
+        .into_iter()
+        .map(|(s, f, _)| {
+            let idx = rec.disk_index(&s.name).unwrap_or(u32::MAX);
+            (idx, s, f)
+        })
+        .collect();
+    inputs.sort_by_key(|(i, _, _)| *i);
+    let logical_bytes = sizes.iter().map(|(_, s)| s).sum();
+    let index = ctx.index.clone();
+    let domain_name = domain.to_owned();
+    let feed = move |b: &mut SegmentBuilder| {
+        let mut state: Vec<StateWrite> = Vec::new();
+        for (disk, src, file) in inputs {
+            b.begin_disk(disk)?;
+            read_changed(b, &index, &domain_name, disk, &src, file, trust, &mut state)?;
+        }
+        state.push((AGENT_SEQ_KEY.to_vec(), seq.to_be_bytes().to_vec()));
+        Ok(state)
+    };
+    let time = now_ns();
+    let p = writer
+        .commit_feed(feed, marker.into_iter().collect(), (time, time))
+        .await?;
+    Ok(ProtectReport {
+        seq: p.seq,
+        time: p.time,
+        new_bytes: p.new_bytes,
+        changed_bytes: (p.data_blocks + p.zero_blocks) * BLOCK_SIZE as u64,
+        logical_bytes,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_changed(
+    b: &mut SegmentBuilder,
+    index: &Arc<Index>,
+    domain: &str,
+    disk: u32,
+    src: &DiskSource,
+    mut file: File,
+    trust: bool,
+    state: &mut Vec<StateWrite>,
+) -> Result<()> {
+    let bs = BLOCK_SIZE as usize;
+    let zero_hash = xxh3_128(&[0u8; BLOCK_SIZE as usize]).to_le_bytes();
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut block: u32 = 0;
+    let mut group: Option<(u32, Vec<u8>, bool)> = None; // (group, hashes, changed)
+    let flush = |g: Option<(u32, Vec<u8>, bool)>, state: &mut Vec<StateWrite>| {
+        if let Some((n, hashes, true)) = g {
+            state.push((group_key(disk, n), hashes));
+        }
+    };
+    loop {
+        let n = read_full(&mut file, &mut buf).map_err(|source| IngestError::Read {
+            path: src.path.display().to_string(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        for data in buf[..n - n % bs].chunks_exact(bs) {
+            let g = block / GROUP;
+            if group.as_ref().is_none_or(|(n, _, _)| *n != g) {
+                flush(group.take(), state);
+                let hashes = match index.get_state(domain, &group_key(disk, g))? {
+                    Some(h) if trust && h.len() == GROUP as usize * 16 => h,
+                    _ => zero_hash.repeat(GROUP as usize),
+                };
+                group = Some((g, hashes, false));
+            }
+            if let Some((_, hashes, changed)) = group.as_mut() {
+                let slot = &mut hashes[(block % GROUP) as usize * 16..][..16];
+                let h = if is_zero(data) { zero_hash } else { xxh3_128(data).to_le_bytes() };
+                if !trust || slot != h {
+                    slot.copy_from_slice(&h);
+                    *changed = true;
+                    // Unknown prior content: a zero block must still be recorded as zeroed.
+                    b.put_block(block, data)?;
+                }
+            }
+            block += 1;
+        }
+        if n < buf.len() {
+            break;
+        }
+    }
+    flush(group, state);
+    Ok(())
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,175 @@
+//! Indexing what is in the bucket but not (yet) in the local index: segments a crash
+//! left unindexed, segments another site committed (the tailer), and a full rebuild.
+//! Every object read here is verified; damage is reported with the object's key.
+
+use std::collections::HashMap;
+
+use tidemark_format::pack::parse_tail;
+use tidemark_format::{keys, DomainRecord, PackFooter, PackId, Segment, PACK_FOOTER_LEN};
+use tidemark_objstore::{DynStore, StoreError};
+
+use crate::{ChunkLocation, Index, IndexError, PackInfo, Result};
+
+/// A pack tail is usually well under this, so one ranged read fetches it.
+const TAIL_GUESS: u64 = 256 << 10;
+
+fn corrupt(key: &str) -> impl FnOnce(tidemark_format::FormatError) -> IndexError + '_ {
+    move |source| IndexError::CorruptObject {
+        key: key.to_owned(),
+        source,
+    }
+}
+
+/// Reads and verifies `domain.json` from the bucket.
+pub async fn load_domain(store: &DynStore, domain: &str) -> Result<DomainRecord> {
+    let key = keys::domain_key(domain);
+    let got = match store.get(&key).await {
+        Ok(g) => g,
+        Err(StoreError::NotFound { .. }) => return Err(IndexError::UnknownDomain(domain.to_owned())),
+        Err(e) => return Err(e.into()),
+    };
+    let rec = DomainRecord::decode(&got.data).map_err(corrupt(&key))?;
+    if rec.name != domain {
+        return Err(IndexError::CorruptObject {
+            key,
+            source: tidemark_format::FormatError::Corrupt {
+                what: "domain record".into(),
+                reason: format!("names domain {:?}", rec.name),
+            },
+        });
+    }
+    Ok(rec)
+}
+
+/// Reads and verifies a pack's index with as few requests as possible.
+pub async fn read_pack_tail(
+    store: &DynStore,
+    domain: &str,
+    id: PackId,
+    size: Option<u64>,
+) -> Result<(PackInfo, Vec<tidemark_format::PackEntry>)> {
+    let key = keys::pack_key(domain, id);
+    let size = match size {
+        Some(s) => s,
+        None => store.head(&key).await?.size,
+    };
+    if size < PACK_FOOTER_LEN as u64 {
+        return Err(corrupt(&key)(tidemark_format::FormatError::Corrupt {
+            what: "pack".into(),
+            reason: "shorter than its footer".into(),
+        }));
+    }
+    let mut start = size.saturating_sub(TAIL_GUESS);
+    let mut tail = store.get_range(&key, start..size).await?;
+    let footer = PackFooter::decode(&tail[tail.len() - PACK_FOOTER_LEN..], size).map_err(corrupt(&key))?;
+    if footer.tail_len() > tail.len() as u64 {
+        start = size - footer.tail_len();
+        tail = store.get_range(&key, start..size).await?;
+    }
+    let from = tail.len() - footer.tail_len() as usize;
+    let (footer, entries) = parse_tail(&tail[from..], size, id).map_err(corrupt(&key))?;
+    let info = PackInfo {
+        size,
+        tail_len: footer.tail_len(),
+        chunks: footer.entry_count,
+    };
+    Ok((info, entries))
+}
+
+/// Reads, verifies and indexes one committed segment. Returns false if it was indexed
+/// already.
+pub async fn index_segment(store: &DynStore, index: &Index, domain: &DomainRecord, seq: u64) -> Result<bool> {
+    if index.segment(&domain.name, seq)?.is_some() {
+        return Ok(false);
+    }
+    let key = keys::segment_key(&domain.name, seq);
+    let got = store.get(&key).await?;
+    let seg = Segment::decode(&got.data).map_err(corrupt(&key))?;
+    let misplaced = |reason: String| IndexError::CorruptObject {
+        key: key.clone(),
+        source: tidemark_format::FormatError::Corrupt {
+            what: "segment".into(),
+            reason,
+        },
+    };
+    if seg.domain != domain.name || seg.seq != seq {
+        return Err(misplaced(format!("holds {}/{}", seg.domain, seg.seq)));
+    }
+    for d in &seg.disks {
+        let spec = domain
+            .disks
+            .get(d.disk as usize)
+            .ok_or_else(|| misplaced(format!("names disk {} the domain lacks", d.disk)))?;
+        if d.written.max().max(d.zeroed.max()).is_some_and(|b| b >= spec.blocks()) {
+            return Err(misplaced(format!("writes past the end of disk {}", spec.name)));
+        }
+    }
+    let mut packs = Vec::new();
+    let mut located: HashMap<_, ChunkLocation> = HashMap::new();
+    for id in &seg.new_packs {
+        let (info, entries) = read_pack_tail(store, &domain.name, *id, None).await?;
+        for e in entries {
+            located.insert(
+                e.hash,
+                ChunkLocation {
+                    pack: *id,
+                    offset: e.offset,
+                    clen: e.clen,
+                    ulen: e.ulen,
+                    codec: e.codec,
+                },
+            );
+        }
+        packs.push((*id, info));
+    }
+    // Every chunk the segment references must be somewhere, or a restore would fail
+    // later; better to refuse now, naming what is missing.
+    for d in &seg.disks {
+        for c in &d.chunks {
+            if !located.contains_key(&c.hash) && index.chunk_location(&domain.name, &c.hash)?.is_none() {
+                return Err(misplaced(format!("references chunk {} that no pack holds", c.hash.to_hex())));
+            }
+        }
+    }
+    let new_chunks: Vec<_> = located.into_iter().collect();
+    index.apply_segment(&seg, got.data.len() as u64, &packs, &new_chunks, &[])
+}
+
+/// Indexes every segment in the bucket after the newest indexed one, oldest first.
+/// Returns the seqs indexed.
+pub async fn catch_up(store: &DynStore, index: &Index, domain: &DomainRecord) -> Result<Vec<u64>> {
+    let after = index
+        .last_seq(&domain.name)?
+        .map(|s| keys::segment_key(&domain.name, s));
+    let objects = store.list_all(&keys::log_prefix(&domain.name), after.as_deref()).await?;
+    let mut done = Vec::new();
+    for o in objects {
+        if let Some(seq) = keys::parse_segment_key(&o.key) {
+            if index_segment(store, index, domain, seq).await? {
+                done.push(seq);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// What a rebuild found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// Segments indexed.
+    pub segments: u64,
+    /// Newest seq.
+    pub last_seq: Option<u64>,
+}
+
+/// Forgets everything the index holds for `domain` and re-derives it from the bucket.
+pub async fn rebuild(store: &DynStore, index: &Index, domain: &str) -> Result<RebuildReport> {
+    let rec = load_domain(store, domain).await?;
+    index.forget_domain(domain)?;
+    index.put_domain(&rec)?;
+    let seqs = catch_up(store, index, &rec).await?;
+    Ok(RebuildReport {
+        segments: seqs.len() as u64,
+        last_seq: seqs.last().copied(),
+    })
+}
