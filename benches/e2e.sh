@@ -191,7 +191,7 @@ report() {
 		echo
 		echo "- MB/s is the logical image size ($SIZE bytes, MB = 10^6 B) over the median time;" \
 			"ratio to cp is against the median of \`cp --sparse=never\` of the same image in this run."
-		echo "- cp and restore ran alternating, $BENCH_REPEAT rounds; protect and mutate ran once." \
+		echo "- cp and restore ran alternating, rounds: $BENCH_REPEAT; protect and mutate ran once." \
 			"Peak RSS is the maximum over the runs."
 		echo "- Caches are warm for all contenders alike: the page cache cannot be dropped here, so the image" \
 			"(for cp, protect) and the store (for restore) are read from memory. An untimed \`sync\` precedes every command."

@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "tidemark", version)]
 pub struct Cli {
     /// Data directory: the local store in DIR/store (unless --store), the index in DIR/index.
-    #[arg(long, global = true, default_value = "tidemark-data", env = "TIDEMARK_DATA_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "tidemark-data",
+        env = "TIDEMARK_DATA_DIR"
+    )]
     pub data_dir: PathBuf,
     /// Object store URL (file:///path); default: DIR/store.
     #[arg(long, global = true, env = "TIDEMARK_STORE")]

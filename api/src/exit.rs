@@ -18,7 +18,9 @@ pub enum Kind {
 fn index_kind(e: &IndexError) -> Kind {
     match e {
         IndexError::UnknownDomain(_) | IndexError::NoSuchPoint(_) => Kind::NotFound,
-        IndexError::Corrupt(_) | IndexError::CorruptObject { .. } | IndexError::Format(_) => Kind::Corrupt,
+        IndexError::Corrupt(_) | IndexError::CorruptObject { .. } | IndexError::Format(_) => {
+            Kind::Corrupt
+        }
         IndexError::Store(s) => store_kind(s),
         IndexError::Db(_) => Kind::Other,
     }

@@ -55,7 +55,8 @@ fn site_id(path: &PathBuf) -> anyhow::Result<String> {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
         _ => {
             let id = format!("site-{:016x}", rand::random::<u64>());
-            std::fs::write(path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, format!("{id}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(id)
         }
     }

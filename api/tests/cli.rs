@@ -32,7 +32,11 @@ fn fails(data: &Path, args: &[&str]) -> (i32, String) {
     let out = tidemark(data, args);
     assert!(!out.status.success(), "tidemark {args:?} should fail");
     let err = String::from_utf8(out.stderr).expect("utf8");
-    assert_eq!(err.trim_end().lines().count(), 1, "one clear line, got {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one clear line, got {err:?}"
+    );
     (out.status.code().unwrap_or(-1), err)
 }
 
@@ -78,7 +82,12 @@ fn qemu_img_compare(a: &Path, b: &Path) {
         .arg(b)
         .status()
         .expect("qemu-img (install qemu-utils)");
-    assert!(st.success(), "qemu-img compare says {} and {} differ", a.display(), b.display());
+    assert!(
+        st.success(),
+        "qemu-img compare says {} and {} differ",
+        a.display(),
+        b.display()
+    );
 }
 
 struct Dir(tempfile::TempDir);
@@ -107,7 +116,12 @@ fn protect_points_restore_and_rebuild() {
     let disk_vm = format!("root={}", d.s("vm.img"));
     let disk_boot = format!("boot={}", d.s("boot.img"));
 
-    let p1 = json(&ok(&data, &["protect", "--domain", "web", "--disk", &disk_vm, "--disk", &disk_boot]));
+    let p1 = json(&ok(
+        &data,
+        &[
+            "protect", "--domain", "web", "--disk", &disk_vm, "--disk", &disk_boot,
+        ],
+    ));
     assert_eq!(p1["seq"], 1);
     assert_eq!(p1["logical_bytes"], (size + (1 << 20)) as u64);
     let full_upload = p1["new_bytes"].as_u64().expect("new_bytes");
@@ -115,16 +129,36 @@ fn protect_points_restore_and_rebuild() {
     change_blocks(&d.p("vm.img"), &mut img, 0.02, 3);
     let p2 = json(&ok(
         &data,
-        &["protect", "--domain", "web", "--disk", &disk_vm, "--disk", &disk_boot, "--marker", "after", "--known-good"],
+        &[
+            "protect",
+            "--domain",
+            "web",
+            "--disk",
+            &disk_vm,
+            "--disk",
+            &disk_boot,
+            "--marker",
+            "after",
+            "--known-good",
+        ],
     ));
     assert_eq!(p2["seq"], 2);
     let changed = p2["changed_bytes"].as_u64().expect("changed");
-    assert!(changed > 0 && changed <= (0.02 * size as f64) as u64 + BS as u64, "changed {changed}");
+    assert!(
+        changed > 0 && changed <= (0.02 * size as f64) as u64 + BS as u64,
+        "changed {changed}"
+    );
     let inc_upload = p2["new_bytes"].as_u64().expect("new_bytes");
-    assert!(inc_upload < full_upload / 4, "incremental uploaded {inc_upload} of {full_upload}");
+    assert!(
+        inc_upload < full_upload / 4,
+        "incremental uploaded {inc_upload} of {full_upload}"
+    );
 
     // Nothing changed: nothing but the segment record is uploaded.
-    let p3 = json(&ok(&data, &["protect", "--domain", "web", "--disk", &disk_vm]));
+    let p3 = json(&ok(
+        &data,
+        &["protect", "--domain", "web", "--disk", &disk_vm],
+    ));
     assert_eq!(p3["changed_bytes"], 0);
     assert!(p3["new_bytes"].as_u64().expect("new") < 4096);
 
@@ -135,22 +169,62 @@ fn protect_points_restore_and_rebuild() {
     assert_eq!(points[1]["markers"], serde_json::json!(["after"]));
     let t1 = points[0]["time"].as_str().expect("time").to_owned();
 
-    for (point, expect) in [("1", "v1.img"), (t1.as_str(), "v1.img"), ("marker:after", "vm.img"), ("last-good", "vm.img"), ("latest", "vm.img")] {
+    for (point, expect) in [
+        ("1", "v1.img"),
+        (t1.as_str(), "v1.img"),
+        ("marker:after", "vm.img"),
+        ("last-good", "vm.img"),
+        ("latest", "vm.img"),
+    ] {
         let out = d.s("restored.img");
-        ok(&data, &["restore", "--domain", "web", "--disk", "root", "--point", point, "--out", &out]);
+        ok(
+            &data,
+            &[
+                "restore", "--domain", "web", "--disk", "root", "--point", point, "--out", &out,
+            ],
+        );
         qemu_img_compare(&d.p(expect), &d.p("restored.img"));
         let meta = std::fs::metadata(d.p("restored.img")).expect("meta");
         assert_eq!(meta.len(), size as u64);
         use std::os::unix::fs::MetadataExt;
-        assert!(meta.blocks() * 512 < size as u64 * 3 / 4, "zero runs should be holes");
+        assert!(
+            meta.blocks() * 512 < size as u64 * 3 / 4,
+            "zero runs should be holes"
+        );
     }
-    ok(&data, &["restore", "--domain", "web", "--disk", "boot", "--point", "1", "--out", &d.s("b.img")]);
+    ok(
+        &data,
+        &[
+            "restore",
+            "--domain",
+            "web",
+            "--disk",
+            "boot",
+            "--point",
+            "1",
+            "--out",
+            &d.s("b.img"),
+        ],
+    );
     assert!(std::fs::read(d.p("b.img")).expect("read") == boot);
 
     // The bucket alone rebuilds the index.
     let r = json(&ok(&data, &["index", "rebuild", "--domain", "web"]));
     assert_eq!(r["segments"], 3);
-    ok(&data, &["restore", "--domain", "web", "--disk", "root", "--point", "1", "--out", &d.s("again.img")]);
+    ok(
+        &data,
+        &[
+            "restore",
+            "--domain",
+            "web",
+            "--disk",
+            "root",
+            "--point",
+            "1",
+            "--out",
+            &d.s("again.img"),
+        ],
+    );
     qemu_img_compare(&d.p("v1.img"), &d.p("again.img"));
     let v = json(&ok(&data, &["verify", "--domain", "web"]));
     assert_eq!(v["damaged"], serde_json::json!([]));
@@ -169,34 +243,79 @@ fn errors_are_one_clear_line_with_distinct_codes() {
     assert!(msg.contains("unknown domain"), "{msg}");
 
     let out = d.s("x.img");
-    let (code, msg) = fails(&data, &["restore", "--domain", "db", "--disk", "a", "--point", "42", "--out", &out]);
+    let (code, msg) = fails(
+        &data,
+        &[
+            "restore", "--domain", "db", "--disk", "a", "--point", "42", "--out", &out,
+        ],
+    );
     assert_eq!(code, 3, "{msg}");
     assert!(msg.contains("no such point"), "{msg}");
-    let (code, msg) = fails(&data, &["restore", "--domain", "db", "--disk", "zz", "--out", &out]);
+    let (code, msg) = fails(
+        &data,
+        &["restore", "--domain", "db", "--disk", "zz", "--out", &out],
+    );
     assert_eq!(code, 2, "{msg}");
-    let (code, msg) = fails(&data, &["restore", "--domain", "db", "--disk", "a", "--point", "yesterday", "--out", &out]);
-    assert_eq!(code, 1, "{msg}");
+    let (code, msg) = fails(
+        &data,
+        &[
+            "restore",
+            "--domain",
+            "db",
+            "--disk",
+            "a",
+            "--point",
+            "yesterday",
+            "--out",
+            &out,
+        ],
+    );
+    assert_eq!(code, 2, "{msg}");
     assert!(msg.contains("RFC 3339"), "{msg}");
 
     // A disk of another size than the domain's.
     make_image(&d.p("big.img"), 2 << 20, 5);
-    let (code, msg) = fails(&data, &["protect", "--domain", "db", "--disk", &format!("a={}", d.s("big.img"))]);
+    let (code, msg) = fails(
+        &data,
+        &[
+            "protect",
+            "--domain",
+            "db",
+            "--disk",
+            &format!("a={}", d.s("big.img")),
+        ],
+    );
     assert_eq!(code, 5, "{msg}");
     assert!(msg.contains("bytes"), "{msg}");
     // An image that is not a whole number of blocks.
     std::fs::write(d.p("odd.img"), vec![1u8; 5000]).expect("write");
-    let (code, msg) = fails(&data, &["protect", "--domain", "odd", "--disk", &format!("a={}", d.s("odd.img"))]);
+    let (code, msg) = fails(
+        &data,
+        &[
+            "protect",
+            "--domain",
+            "odd",
+            "--disk",
+            &format!("a={}", d.s("odd.img")),
+        ],
+    );
     assert_eq!(code, 2, "{msg}");
     let (code, _) = fails(&data, &["protect", "--domain", "../etc", "--disk", &disk]);
     assert_eq!(code, 2);
 
     // A damaged pack: restore refuses, names the object, and leaves no image behind.
     let packs = std::fs::read_dir(data.join("store/domains/db/packs")).expect("packs");
-    let pack = packs.map(|e| e.expect("entry").path()).next().expect("a pack");
+    let pack = packs
+        .map(|e| e.expect("entry").path())
+        .next()
+        .expect("a pack");
     let mut bytes = std::fs::read(&pack).expect("read");
     bytes[10] ^= 0x20;
     std::fs::write(&pack, &bytes).expect("write");
-    let (code, msg) = fails(&data, &["restore", "--domain", "db", "--disk", "a", "--out", &out]);
+    let (code, msg) = fails(
+        &data,
+        &["restore", "--domain", "db", "--disk", "a", "--out", &out],
+    );
     assert_eq!(code, 4, "{msg}");
     assert!(msg.contains("corrupt") && msg.contains(".pack"), "{msg}");
     assert!(!Path::new(&out).exists());
@@ -210,12 +329,21 @@ fn have(tool: &str) -> bool {
 
 #[test]
 fn restored_ext4_file_system_passes_e2fsck() {
-    assert!(have("mkfs.ext4") && have("e2fsck"), "e2fsprogs is needed (apt-get install e2fsprogs)");
+    assert!(
+        have("mkfs.ext4") && have("e2fsck"),
+        "e2fsprogs is needed (apt-get install e2fsprogs)"
+    );
     let d = Dir::new();
     let data = d.p("data");
     let fs = d.p("fs.img");
-    std::fs::File::create(&fs).and_then(|f| f.set_len(32 << 20)).expect("image");
-    let st = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&fs).status().expect("mkfs");
+    std::fs::File::create(&fs)
+        .and_then(|f| f.set_len(32 << 20))
+        .expect("image");
+    let st = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&fs)
+        .status()
+        .expect("mkfs");
     assert!(st.success());
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut put = |name: &str, len: usize| {
@@ -237,11 +365,35 @@ fn restored_ext4_file_system_passes_e2fsck() {
     let second = put("second.bin", 2 << 20);
     ok(&data, &["protect", "--domain", "vm", "--disk", &disk]);
 
-    for (point, files) in [("1", vec![("first.bin", &first)]), ("2", vec![("first.bin", &first), ("second.bin", &second)])] {
+    for (point, files) in [
+        ("1", vec![("first.bin", &first)]),
+        ("2", vec![("first.bin", &first), ("second.bin", &second)]),
+    ] {
         let out = d.p(&format!("restored-{point}.img"));
-        ok(&data, &["restore", "--domain", "vm", "--disk", "fs", "--point", point, "--out", &out.display().to_string()]);
-        let st = Command::new("e2fsck").args(["-f", "-n"]).arg(&out).output().expect("e2fsck");
-        assert!(st.status.success(), "e2fsck: {}", String::from_utf8_lossy(&st.stdout));
+        ok(
+            &data,
+            &[
+                "restore",
+                "--domain",
+                "vm",
+                "--disk",
+                "fs",
+                "--point",
+                point,
+                "--out",
+                &out.display().to_string(),
+            ],
+        );
+        let st = Command::new("e2fsck")
+            .args(["-f", "-n"])
+            .arg(&out)
+            .output()
+            .expect("e2fsck");
+        assert!(
+            st.status.success(),
+            "e2fsck: {}",
+            String::from_utf8_lossy(&st.stdout)
+        );
         for (name, content) in files {
             let dumped = d.p("dumped.bin");
             let _ = std::fs::remove_file(&dumped);
@@ -251,10 +403,17 @@ fn restored_ext4_file_system_passes_e2fsck() {
                 .output()
                 .expect("debugfs");
             assert!(st.status.success());
-            assert!(std::fs::read(&dumped).expect("dumped") == *content, "{name} at point {point}");
+            assert!(
+                std::fs::read(&dumped).expect("dumped") == *content,
+                "{name} at point {point}"
+            );
         }
         if point == "1" {
-            let ls = Command::new("debugfs").args(["-R", "ls"]).arg(&out).output().expect("debugfs");
+            let ls = Command::new("debugfs")
+                .args(["-R", "ls"])
+                .arg(&out)
+                .output()
+                .expect("debugfs");
             assert!(!String::from_utf8_lossy(&ls.stdout).contains("second.bin"));
         }
     }

@@ -119,7 +119,10 @@ impl<'a> Reader<'a> {
 /// Splits `data` into body and its trailing 32-byte BLAKE3 checksum and verifies it.
 pub(crate) fn verify_trailer<'a>(data: &'a [u8], what: &'static str) -> Result<&'a [u8]> {
     if data.len() < 32 {
-        return Err(FormatError::corrupt(what, "truncated: shorter than its checksum"));
+        return Err(FormatError::corrupt(
+            what,
+            "truncated: shorter than its checksum",
+        ));
     }
     let (body, sum) = data.split_at(data.len() - 32);
     if blake3::hash(body).as_bytes() != sum {
@@ -129,7 +132,12 @@ pub(crate) fn verify_trailer<'a>(data: &'a [u8], what: &'static str) -> Result<&
 }
 
 /// Checks magic and version at the start of a verified body.
-pub(crate) fn check_header(r: &mut Reader<'_>, magic: &[u8; 8], version: u16, what: &str) -> Result<()> {
+pub(crate) fn check_header(
+    r: &mut Reader<'_>,
+    magic: &[u8; 8],
+    version: u16,
+    what: &str,
+) -> Result<()> {
     if r.take(8)? != magic {
         return Err(FormatError::corrupt(what, "bad magic"));
     }

@@ -96,7 +96,10 @@ impl PackFooter {
             .checked_add(f.tail_len())
             .ok_or_else(|| FormatError::corrupt(WHAT, "footer offsets overflow"))?;
         if expected_size != object_size || index_len as usize != entry_count as usize * ENTRY_LEN {
-            return Err(FormatError::corrupt(WHAT, "footer does not match the object size"));
+            return Err(FormatError::corrupt(
+                WHAT,
+                "footer does not match the object size",
+            ));
         }
         Ok(f)
     }
@@ -104,13 +107,20 @@ impl PackFooter {
 
 /// Verifies a pack's tail (index + footer, as fetched by one ranged read from
 /// `object_size - tail_len`) and returns its footer and index.
-pub fn parse_tail(tail: &[u8], object_size: u64, expected: PackId) -> Result<(PackFooter, Vec<PackEntry>)> {
+pub fn parse_tail(
+    tail: &[u8],
+    object_size: u64,
+    expected: PackId,
+) -> Result<(PackFooter, Vec<PackEntry>)> {
     if tail.len() < PACK_FOOTER_LEN {
         return Err(FormatError::corrupt(WHAT, "tail truncated"));
     }
     let footer = PackFooter::decode(&tail[tail.len() - PACK_FOOTER_LEN..], object_size)?;
     if tail.len() as u64 != footer.tail_len() {
-        return Err(FormatError::corrupt(WHAT, "tail length does not match the footer"));
+        return Err(FormatError::corrupt(
+            WHAT,
+            "tail length does not match the footer",
+        ));
     }
     let covered = tail.len() - 40;
     if blake3::hash(&tail[..covered]).as_bytes() != &tail[covered..covered + 32] {
@@ -135,7 +145,10 @@ pub fn parse_tail(tail: &[u8], object_size: u64, expected: PackId) -> Result<(Pa
             c => return Err(FormatError::corrupt(WHAT, format!("unknown codec {c}"))),
         };
         if offset + clen as u64 > footer.index_offset {
-            return Err(FormatError::corrupt(WHAT, "index entry points past the frames"));
+            return Err(FormatError::corrupt(
+                WHAT,
+                "index entry points past the frames",
+            ));
         }
         entries.push(PackEntry {
             hash,
@@ -154,7 +167,11 @@ pub fn verify_pack(data: &[u8], expected: PackId) -> Result<Vec<PackEntry>> {
         return Err(FormatError::corrupt(WHAT, "truncated"));
     }
     let footer = PackFooter::decode(&data[data.len() - PACK_FOOTER_LEN..], data.len() as u64)?;
-    let (footer, entries) = parse_tail(&data[footer.index_offset as usize..], data.len() as u64, expected)?;
+    let (footer, entries) = parse_tail(
+        &data[footer.index_offset as usize..],
+        data.len() as u64,
+        expected,
+    )?;
     let frames = &data[..footer.index_offset as usize];
     if blake3::hash(frames).as_bytes() != &footer.data_checksum {
         return Err(FormatError::corrupt(WHAT, "data checksum mismatch"));
@@ -175,7 +192,12 @@ pub fn encode_chunk(data: &[u8], level: i32) -> (ChunkCodec, Vec<u8>) {
 }
 
 /// Decodes one frame and checks it against its name; any mismatch is `Corrupt`.
-pub fn decode_chunk(frame: &[u8], codec: ChunkCodec, ulen: u32, hash: ChunkHash) -> Result<Vec<u8>> {
+pub fn decode_chunk(
+    frame: &[u8],
+    codec: ChunkCodec,
+    ulen: u32,
+    hash: ChunkHash,
+) -> Result<Vec<u8>> {
     let data = match codec {
         ChunkCodec::Raw => frame.to_vec(),
         ChunkCodec::Zstd => {
@@ -229,7 +251,13 @@ impl PackWriter {
     }
 
     /// Appends a frame and returns where it went.
-    pub fn push(&mut self, hash: ChunkHash, ulen: u32, codec: ChunkCodec, frame: &[u8]) -> PackEntry {
+    pub fn push(
+        &mut self,
+        hash: ChunkHash,
+        ulen: u32,
+        codec: ChunkCodec,
+        frame: &[u8],
+    ) -> PackEntry {
         let e = PackEntry {
             hash,
             offset: self.frames.len() as u64,
@@ -273,10 +301,18 @@ mod tests {
     use super::*;
 
     fn sample() -> (Vec<u8>, Vec<PackEntry>, Vec<Vec<u8>>) {
-        let chunks: Vec<Vec<u8>> = vec![
-            b"hello hello hello hello hello hello".repeat(100),
-            (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(),
-        ];
+        let chunks: Vec<Vec<u8>> = vec![b"hello hello hello hello hello hello".repeat(100), {
+            // xorshift: incompressible, so the chunk is stored raw.
+            let mut x: u64 = 0x9e3779b97f4a7c15;
+            (0..5000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 56) as u8
+                })
+                .collect()
+        }];
         let mut w = PackWriter::new(PackId(9));
         for c in &chunks {
             let (codec, frame) = encode_chunk(c, 3);
@@ -291,16 +327,24 @@ mod tests {
         let (bytes, entries, chunks) = sample();
         assert_eq!(entries[0].codec, ChunkCodec::Zstd);
         assert_eq!(entries[1].codec, ChunkCodec::Raw);
-        let footer = PackFooter::decode(&bytes[bytes.len() - PACK_FOOTER_LEN..], bytes.len() as u64).expect("footer");
+        let footer =
+            PackFooter::decode(&bytes[bytes.len() - PACK_FOOTER_LEN..], bytes.len() as u64)
+                .expect("footer");
         let tail = &bytes[bytes.len() - footer.tail_len() as usize..];
         let (_, idx) = parse_tail(tail, bytes.len() as u64, PackId(9)).expect("tail");
         assert_eq!(idx, entries);
         assert_eq!(verify_pack(&bytes, PackId(9)).expect("verify"), entries);
         for (e, c) in entries.iter().zip(&chunks) {
             let frame = &bytes[e.offset as usize..][..e.clen as usize];
-            assert_eq!(&decode_chunk(frame, e.codec, e.ulen, e.hash).expect("chunk"), c);
+            assert_eq!(
+                &decode_chunk(frame, e.codec, e.ulen, e.hash).expect("chunk"),
+                c
+            );
         }
-        assert!(matches!(verify_pack(&bytes, PackId(10)), Err(FormatError::Corrupt { .. })));
+        assert!(matches!(
+            verify_pack(&bytes, PackId(10)),
+            Err(FormatError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -310,7 +354,10 @@ mod tests {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
             assert!(verify_pack(&b, PackId(9)).is_err(), "flip at {i}");
-            assert!(verify_pack(&bytes[..i], PackId(9)).is_err(), "truncated to {i}");
+            assert!(
+                verify_pack(&bytes[..i], PackId(9)).is_err(),
+                "truncated to {i}"
+            );
         }
     }
 }

@@ -32,7 +32,8 @@ fn encode<T: Serialize>(format: &str, body: &T) -> Result<Vec<u8>> {
         blake3: blake3::hash(raw.get().as_bytes()).to_hex().to_string(),
         body: &raw,
     };
-    let mut out = serde_json::to_vec_pretty(&env).map_err(|e| FormatError::Invalid(e.to_string()))?;
+    let mut out =
+        serde_json::to_vec_pretty(&env).map_err(|e| FormatError::Invalid(e.to_string()))?;
     out.push(b'\n');
     Ok(out)
 }
@@ -41,7 +42,10 @@ fn decode<T: DeserializeOwned>(format: &'static str, data: &[u8]) -> Result<T> {
     let env: Envelope<'_> =
         serde_json::from_slice(data).map_err(|e| FormatError::corrupt(format, e.to_string()))?;
     if env.format != format {
-        return Err(FormatError::corrupt(format, format!("holds a {:?} record", env.format)));
+        return Err(FormatError::corrupt(
+            format,
+            format!("holds a {:?} record", env.format),
+        ));
     }
     if env.version != VERSION {
         return Err(FormatError::UnsupportedVersion {
@@ -92,14 +96,20 @@ impl DomainRecord {
     pub fn validate(&self) -> Result<()> {
         validate_name("domain", &self.name)?;
         if self.block_size != BLOCK_SIZE {
-            return Err(FormatError::Invalid(format!("block size {} (only {BLOCK_SIZE} is supported)", self.block_size)));
+            return Err(FormatError::Invalid(format!(
+                "block size {} (only {BLOCK_SIZE} is supported)",
+                self.block_size
+            )));
         }
         if self.disks.is_empty() {
-            return Err(FormatError::Invalid(format!("domain {}: no disks", self.name)));
+            return Err(FormatError::Invalid(format!(
+                "domain {}: no disks",
+                self.name
+            )));
         }
         for (i, d) in self.disks.iter().enumerate() {
             validate_name("disk", &d.name)?;
-            if d.size == 0 || d.size % BLOCK_SIZE as u64 != 0 || d.size > MAX_DISK_BYTES {
+            if d.size == 0 || !d.size.is_multiple_of(BLOCK_SIZE as u64) || d.size > MAX_DISK_BYTES {
                 return Err(FormatError::Invalid(format!(
                     "disk {}: size {} must be a positive multiple of {BLOCK_SIZE} up to {MAX_DISK_BYTES}",
                     d.name, d.size
@@ -114,7 +124,10 @@ impl DomainRecord {
 
     /// Index of the disk called `name`.
     pub fn disk_index(&self, name: &str) -> Option<u32> {
-        self.disks.iter().position(|d| d.name == name).map(|i| i as u32)
+        self.disks
+            .iter()
+            .position(|d| d.name == name)
+            .map(|i| i as u32)
     }
 
     /// Encodes `domain.json`.
@@ -126,7 +139,8 @@ impl DomainRecord {
     /// Decodes and verifies `domain.json`.
     pub fn decode(data: &[u8]) -> Result<Self> {
         let r: Self = decode("tidemark.domain", data)?;
-        r.validate().map_err(|e| FormatError::corrupt("tidemark.domain", e.to_string()))?;
+        r.validate()
+            .map_err(|e| FormatError::corrupt("tidemark.domain", e.to_string()))?;
         Ok(r)
     }
 }
@@ -184,8 +198,15 @@ mod tests {
                 assert_eq!(r, sample(), "flip at {i} gave a different record");
             }
         }
-        let o = OwnerRecord { site: "a".into(), generation: 3, since: 1 };
-        assert_eq!(OwnerRecord::decode(&o.encode().expect("enc")).expect("dec"), o);
+        let o = OwnerRecord {
+            site: "a".into(),
+            generation: 3,
+            since: 1,
+        };
+        assert_eq!(
+            OwnerRecord::decode(&o.encode().expect("enc")).expect("dec"),
+            o
+        );
         assert!(DomainRecord::decode(&o.encode().expect("enc")).is_err());
     }
 

@@ -133,7 +133,10 @@ impl Segment {
             }
             last_disk = Some(d.disk);
             if !d.written.is_disjoint(&d.zeroed) {
-                return Err(bad(format!("disk {}: block both written and zeroed", d.disk)));
+                return Err(bad(format!(
+                    "disk {}: block both written and zeroed",
+                    d.disk
+                )));
             }
             let chunk_bytes: u64 = d.chunks.iter().map(|c| c.len as u64).sum();
             if chunk_bytes != d.stream_len() {
@@ -264,8 +267,7 @@ pub fn bitmap_bytes(b: &RoaringBitmap) -> Vec<u8> {
 
 /// Parses a serialized bitmap; malformed input is `Corrupt`.
 pub fn bitmap_from(data: &[u8]) -> Result<RoaringBitmap> {
-    RoaringBitmap::deserialize_from(data)
-        .map_err(|e| FormatError::corrupt("bitmap", e.to_string()))
+    RoaringBitmap::deserialize_from(data).map_err(|e| FormatError::corrupt("bitmap", e.to_string()))
 }
 
 #[cfg(test)]

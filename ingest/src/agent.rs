@@ -64,7 +64,7 @@ fn open_disk(src: &DiskSource) -> Result<(File, u64)> {
     // Seeking to the end gives the size of block devices too.
     let size = f.seek(SeekFrom::End(0)).map_err(read_err)?;
     f.seek(SeekFrom::Start(0)).map_err(read_err)?;
-    if size == 0 || size % BLOCK_SIZE as u64 != 0 {
+    if size == 0 || !size.is_multiple_of(BLOCK_SIZE as u64) {
         return Err(IngestError::Invalid(format!(
             "{}: size {size} is not a positive multiple of {BLOCK_SIZE}",
             src.path.display()
@@ -75,17 +75,25 @@ fn open_disk(src: &DiskSource) -> Result<(File, u64)> {
 
 /// Opens the domain, creating it from the disks on first use; an existing domain must
 /// have each named disk with the same size.
-async fn domain_for(ctx: &IngestContext, name: &str, disks: &[(DiskSource, u64)]) -> Result<DomainRecord> {
+async fn domain_for(
+    ctx: &IngestContext,
+    name: &str,
+    disks: &[(DiskSource, u64)],
+) -> Result<DomainRecord> {
     match domain::open_domain(ctx, name).await {
         Ok(rec) => {
             for (src, size) in disks {
-                let spec = rec.disks.iter().find(|d| d.name == src.name).ok_or_else(|| {
-                    IngestError::Conflict(format!(
-                        "domain {name} has no disk {:?} (it has {})",
-                        src.name,
-                        domain::describe(&rec)
-                    ))
-                })?;
+                let spec = rec
+                    .disks
+                    .iter()
+                    .find(|d| d.name == src.name)
+                    .ok_or_else(|| {
+                        IngestError::Conflict(format!(
+                            "domain {name} has no disk {:?} (it has {})",
+                            src.name,
+                            domain::describe(&rec)
+                        ))
+                    })?;
                 if spec.size != *size {
                     return Err(IngestError::Conflict(format!(
                         "disk {} of domain {name} is {} bytes but {} has {size} bytes",
@@ -129,13 +137,22 @@ pub async fn protect(
     }
     let mut opened = Vec::new();
     for src in disks {
-        if opened.iter().any(|(s, _, _): &(DiskSource, File, u64)| s.name == src.name) {
-            return Err(IngestError::Invalid(format!("disk {} given twice", src.name)));
+        if opened
+            .iter()
+            .any(|(s, _, _): &(DiskSource, File, u64)| s.name == src.name)
+        {
+            return Err(IngestError::Invalid(format!(
+                "disk {} given twice",
+                src.name
+            )));
         }
         let (f, size) = open_disk(src)?;
         opened.push((src.clone(), f, size));
     }
-    let sizes: Vec<_> = opened.iter().map(|(s, _, size)| (s.clone(), *size)).collect();
+    let sizes: Vec<_> = opened
+        .iter()
+        .map(|(s, _, size)| (s.clone(), *size))
+        .collect();
     let rec = domain_for(ctx, domain, &sizes).await?;
     let mut writer = DomainWriter::open(ctx.clone(), domain).await?;
     let seq = writer.next_seq();
@@ -220,7 +237,11 @@ fn read_changed(
             }
             if let Some((_, hashes, changed)) = group.as_mut() {
                 let slot = &mut hashes[(block % GROUP) as usize * 16..][..16];
-                let h = if is_zero(data) { zero_hash } else { xxh3_128(data).to_le_bytes() };
+                let h = if is_zero(data) {
+                    zero_hash
+                } else {
+                    xxh3_128(data).to_le_bytes()
+                };
                 if !trust || slot != h {
                     slot.copy_from_slice(&h);
                     *changed = true;

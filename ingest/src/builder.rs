@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use tidemark_format::pack::encode_chunk;
-use tidemark_format::{ChunkHash, ChunkRef, DiskDelta, PackId, PackWriter, BLOCK_SIZE, PACK_FOOTER_LEN};
+use tidemark_format::{ChunkHash, ChunkRef, DiskDelta, PackId, PackWriter, PACK_FOOTER_LEN};
 use tidemark_pitr_index::{ChunkLocation, Index, PackInfo, StateWrite};
 
 use crate::chunker::{Chunker, Cut};
@@ -32,7 +32,9 @@ pub(crate) struct Built {
 
 /// Whether a block is all zero (written so that it vectorizes).
 pub(crate) fn is_zero(block: &[u8]) -> bool {
-    block.chunks(64).all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+    block
+        .chunks(64)
+        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
 struct Packer {
@@ -50,7 +52,10 @@ struct Packer {
 impl Packer {
     /// Names, deduplicates and packs the cut chunks; returns their refs in order.
     fn add(&mut self, buf: &[u8], cuts: &[Cut]) -> Result<Vec<ChunkRef>> {
-        let hashes: Vec<ChunkHash> = cuts.par_iter().map(|r| ChunkHash::of(&buf[r.clone()])).collect();
+        let hashes: Vec<ChunkHash> = cuts
+            .par_iter()
+            .map(|r| ChunkHash::of(&buf[r.clone()]))
+            .collect();
         let mut fresh = Vec::new();
         for (i, h) in hashes.iter().enumerate() {
             if self.seen.insert(*h) && self.index.chunk_location(&self.domain, h)?.is_none() {
@@ -70,7 +75,9 @@ impl Packer {
             if pack_full {
                 self.flush()?;
             }
-            let pack = self.pack.get_or_insert_with(|| PackWriter::new(PackId(rand::random())));
+            let pack = self
+                .pack
+                .get_or_insert_with(|| PackWriter::new(PackId(rand::random())));
             let e = pack.push(hashes[i], cuts[i].len() as u32, codec, &frame);
             self.built.new_chunks.push((
                 hashes[i],
@@ -147,8 +154,16 @@ impl SegmentBuilder {
     /// Starts the stream of a disk; disks must come in ascending order.
     pub fn begin_disk(&mut self, disk: u32) -> Result<()> {
         self.end_disk()?;
-        if self.packer.built.disks.last().is_some_and(|d| d.disk >= disk) {
-            return Err(IngestError::Invalid(format!("disk {disk} fed out of order")));
+        if self
+            .packer
+            .built
+            .disks
+            .last()
+            .is_some_and(|d| d.disk >= disk)
+        {
+            return Err(IngestError::Invalid(format!(
+                "disk {disk} fed out of order"
+            )));
         }
         self.open = Some(OpenDisk {
             disk,
@@ -167,7 +182,9 @@ impl SegmentBuilder {
             .as_mut()
             .ok_or_else(|| IngestError::Invalid("block before begin_disk".into()))?;
         if open.last_block.is_some_and(|l| l >= block) {
-            return Err(IngestError::Invalid(format!("block {block} fed out of order")));
+            return Err(IngestError::Invalid(format!(
+                "block {block} fed out of order"
+            )));
         }
         open.last_block = Some(block);
         if is_zero(data) {
@@ -222,11 +239,19 @@ impl SegmentBuilder {
 /// Runs `feed` on a blocking thread to fill a segment, uploading packs as they fill.
 /// Returns what was built and the state writes `feed` produced; every pack is stored
 /// when this returns.
-pub(crate) async fn build_segment<F>(ctx: &IngestContext, domain: &str, feed: F) -> Result<(Built, Vec<StateWrite>)>
+pub(crate) async fn build_segment<F>(
+    ctx: &IngestContext,
+    domain: &str,
+    feed: F,
+) -> Result<(Built, Vec<StateWrite>)>
 where
     F: FnOnce(&mut SegmentBuilder) -> Result<Vec<StateWrite>> + Send + 'static,
 {
-    let (sink, upload) = uploader::start(ctx.store.clone(), domain.to_owned(), ctx.config.upload_concurrency);
+    let (sink, upload) = uploader::start(
+        ctx.store.clone(),
+        domain.to_owned(),
+        ctx.config.upload_concurrency,
+    );
     let index = ctx.index.clone();
     let cfg = ctx.config.clone();
     let domain = domain.to_owned();

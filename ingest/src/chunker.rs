@@ -39,9 +39,10 @@ impl Chunker {
 
     /// Cuts the buffer. Unless `last`, the final (not yet certain) chunk is held back.
     pub fn cuts(&self, last: bool) -> Vec<Cut> {
-        let mut cuts: Vec<Cut> = fastcdc::v2020::FastCDC::new(&self.buf, self.min, self.avg, self.max)
-            .map(|c| c.offset..c.offset + c.length)
-            .collect();
+        let mut cuts: Vec<Cut> =
+            fastcdc::v2020::FastCDC::new(&self.buf, self.min, self.avg, self.max)
+                .map(|c| c.offset..c.offset + c.length)
+                .collect();
         if !last {
             cuts.pop();
         }

@@ -2,10 +2,10 @@
 //! pack and at most `concurrency` are in flight, so memory stays bounded.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tidemark_format::{keys, PackId};
 use tidemark_objstore::{DynStore, StoreError};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::{IngestError, Result};
 
@@ -51,7 +51,9 @@ pub(crate) fn start(
 async fn join_one(set: &mut JoinSet<Result<(), StoreError>>) -> Result<()> {
     match set.join_next().await {
         Some(Ok(r)) => Ok(r?),
-        Some(Err(e)) => Err(IngestError::Store(StoreError::Backend(format!("upload task: {e}")))),
+        Some(Err(e)) => Err(IngestError::Store(StoreError::Backend(format!(
+            "upload task: {e}"
+        )))),
         None => Ok(()),
     }
 }

@@ -91,13 +91,12 @@ impl DomainWriter {
     /// Checks a write against the domain without staging it.
     pub fn validate(&self, w: &Write) -> Result<()> {
         let bs = BLOCK_SIZE as u64;
-        let disk = self
-            .domain
-            .disks
-            .get(w.disk as usize)
-            .ok_or_else(|| IngestError::Invalid(format!("disk index {} does not exist", w.disk)))?;
+        let disk =
+            self.domain.disks.get(w.disk as usize).ok_or_else(|| {
+                IngestError::Invalid(format!("disk index {} does not exist", w.disk))
+            })?;
         let len = w.data.len() as u64;
-        if len == 0 || len % bs != 0 || w.offset % bs != 0 {
+        if len == 0 || !len.is_multiple_of(bs) || !w.offset.is_multiple_of(bs) {
             return Err(IngestError::Invalid(format!(
                 "write at offset {} of {len} bytes on disk {}: offset and length must be non-zero multiples of {bs}",
                 w.offset, disk.name
@@ -131,7 +130,8 @@ impl DomainWriter {
         for w in writes {
             let first = (w.offset / BLOCK_SIZE as u64) as u32;
             for (i, start) in (0..w.data.len()).step_by(bs).enumerate() {
-                self.staged.insert((w.disk, first + i as u32), w.data.slice(start..start + bs));
+                self.staged
+                    .insert((w.disk, first + i as u32), w.data.slice(start..start + bs));
             }
             self.times = Some(match self.times {
                 Some((a, b)) => (a.min(w.time), b.max(w.time)),
@@ -191,7 +191,12 @@ impl DomainWriter {
     /// Builds and commits one segment from `feed` (which may also return state to
     /// commit with it). On failure nothing staged is dropped, and the next commit first
     /// re-reads the log, so a seq another writer or a half-done commit took is skipped.
-    pub(crate) async fn commit_feed<F>(&mut self, feed: F, markers: Vec<Marker>, times: (i64, i64)) -> Result<CommittedPoint>
+    pub(crate) async fn commit_feed<F>(
+        &mut self,
+        feed: F,
+        markers: Vec<Marker>,
+        times: (i64, i64),
+    ) -> Result<CommittedPoint>
     where
         F: FnOnce(&mut SegmentBuilder) -> Result<Vec<StateWrite>> + Send + 'static,
     {

@@ -373,6 +373,7 @@ impl Inner {
         }
         let etag = content_etag(data);
         let mut temp = self.write_temp(key, data)?;
+        let _lock = self.lock(key)?;
         if self.current_etag(key)?.as_ref() != Some(expected) {
             return Err(precondition());
         }

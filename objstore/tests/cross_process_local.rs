@@ -15,7 +15,7 @@ const CHILD_ID: &str = "TIDEMARK_OBJSTORE_CHILD_ID";
 /// with the test harness's own output).
 const CHILD_OUT: &str = "TIDEMARK_OBJSTORE_CHILD_OUT";
 const CHILDREN: usize = 5;
-const KEYS: usize = 20;
+const KEYS: usize = 32;
 const INCREMENTS: u64 = 8;
 const COUNTER: &str = "owner/counter";
 
@@ -54,8 +54,8 @@ fn child_writer() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let mut won = String::new();
-        for i in 0..KEYS {
-            let k = (i + id * 3) % KEYS;
+        // Same order in every child: each key is contended by all of them at once.
+        for k in 0..KEYS {
             match store.put_if_absent(&key(k), content(id, k)).await {
                 Ok(_) => won.push_str(&format!("{k}\n")),
                 Err(StoreError::AlreadyExists { .. }) => {}

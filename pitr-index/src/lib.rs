@@ -16,17 +16,19 @@ mod values;
 
 use std::path::Path;
 
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, MergeOperands, Options, WriteBatch, DB,
-};
 use roaring::RoaringBitmap;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, MergeOperands, Options,
+    WriteBatch, DB,
+};
 use tidemark_format::{ChunkHash, ChunkRef, DomainRecord, FormatError, PackId, Segment};
 
 pub use point::{format_time, parse_time, PointSpec};
 pub use values::{ChunkLocation, DiskStat, MarkerMeta, PackInfo, SegmentMeta};
 
 const CFS: &[&str] = &[
-    "domains", "segments", "times", "bitmaps", "streams", "chunks", "refs", "packs", "markers", "good", "state",
+    "domains", "segments", "times", "bitmaps", "streams", "chunks", "refs", "packs", "markers",
+    "good", "state",
 ];
 
 /// Errors of the index.
@@ -108,7 +110,9 @@ pub struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index").field("path", &self.db.path()).finish()
+        f.debug_struct("Index")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
@@ -139,7 +143,9 @@ impl Index {
 
     fn cf(&self, name: &str) -> &ColumnFamily {
         // Every family in CFS is created on open, so a missing one is a programming error.
-        self.db.cf_handle(name).expect("column family created on open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created on open")
     }
 
     // ---- domains ----
@@ -206,7 +212,11 @@ impl Index {
     ) -> Result<bool> {
         let d = seg.domain.as_str();
         let seq_key = keys::seq(d, seg.seq);
-        if self.db.get_pinned_cf(self.cf("segments"), &seq_key)?.is_some() {
+        if self
+            .db
+            .get_pinned_cf(self.cf("segments"), &seq_key)?
+            .is_some()
+        {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
@@ -215,14 +225,22 @@ impl Index {
         batch.put_cf(self.cf("segments"), &seq_key, meta.encode());
         batch.put_cf(self.cf("times"), keys::time(d, seg.time_end, seg.seq), []);
         for m in &seg.markers {
-            batch.put_cf(self.cf("markers"), keys::marker(d, &m.name, seg.seq), [m.known_good as u8]);
+            batch.put_cf(
+                self.cf("markers"),
+                keys::marker(d, &m.name, seg.seq),
+                [m.known_good as u8],
+            );
             if m.known_good {
                 batch.put_cf(self.cf("good"), &seq_key, []);
             }
         }
         for disk in &seg.disks {
             let k = keys::disk_seq(d, disk.disk, seg.seq);
-            batch.put_cf(self.cf("bitmaps"), &k, values::encode_bitmaps(&disk.written, &disk.zeroed));
+            batch.put_cf(
+                self.cf("bitmaps"),
+                &k,
+                values::encode_bitmaps(&disk.written, &disk.zeroed),
+            );
             if !disk.chunks.is_empty() {
                 batch.put_cf(self.cf("streams"), &k, values::encode_stream(&disk.chunks));
             }
@@ -251,9 +269,10 @@ impl Index {
     /// Metadata of the newest indexed segment.
     pub fn last_segment(&self, domain: &str) -> Result<Option<SegmentMeta>> {
         let end = keys::domain_end(domain);
-        let mut it = self
-            .db
-            .iterator_cf(self.cf("segments"), IteratorMode::From(&end, Direction::Reverse));
+        let mut it = self.db.iterator_cf(
+            self.cf("segments"),
+            IteratorMode::From(&end, Direction::Reverse),
+        );
         match it.next() {
             Some(item) => {
                 let (k, v) = item?;
@@ -269,21 +288,28 @@ impl Index {
 
     /// Metadata of one segment.
     pub fn segment(&self, domain: &str, seq: u64) -> Result<Option<SegmentMeta>> {
-        match self.db.get_cf(self.cf("segments"), keys::seq(domain, seq))? {
+        match self
+            .db
+            .get_cf(self.cf("segments"), keys::seq(domain, seq))?
+        {
             Some(v) => Ok(Some(SegmentMeta::decode(&v)?)),
             None => Ok(None),
         }
     }
 
     /// Every segment of a domain with seq in `range`, oldest first.
-    pub fn segments(&self, domain: &str, range: std::ops::RangeInclusive<u64>) -> Result<Vec<SegmentMeta>> {
+    pub fn segments(
+        &self,
+        domain: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<SegmentMeta>> {
         let head = keys::domain_head(domain);
         let start = keys::seq(domain, *range.start());
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf("segments"), IteratorMode::From(&start, Direction::Forward))
-        {
+        for item in self.db.iterator_cf(
+            self.cf("segments"),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
             let (k, v) = item?;
             if !k.starts_with(&head) {
                 break;
@@ -299,15 +325,26 @@ impl Index {
 
     /// The chunk stream of a disk in a segment.
     pub fn stream(&self, domain: &str, disk: u32, seq: u64) -> Result<Vec<ChunkRef>> {
-        match self.db.get_cf(self.cf("streams"), keys::disk_seq(domain, disk, seq))? {
+        match self
+            .db
+            .get_cf(self.cf("streams"), keys::disk_seq(domain, disk, seq))?
+        {
             Some(v) => values::decode_stream(&v),
             None => Ok(Vec::new()),
         }
     }
 
     /// The `written` and `zeroed` bitmaps of a disk in a segment (empty if untouched).
-    pub fn disk_bitmaps(&self, domain: &str, disk: u32, seq: u64) -> Result<(RoaringBitmap, RoaringBitmap)> {
-        match self.db.get_cf(self.cf("bitmaps"), keys::disk_seq(domain, disk, seq))? {
+    pub fn disk_bitmaps(
+        &self,
+        domain: &str,
+        disk: u32,
+        seq: u64,
+    ) -> Result<(RoaringBitmap, RoaringBitmap)> {
+        match self
+            .db
+            .get_cf(self.cf("bitmaps"), keys::disk_seq(domain, disk, seq))?
+        {
             Some(v) => values::decode_bitmaps(&v),
             None => Ok((RoaringBitmap::new(), RoaringBitmap::new())),
         }
@@ -315,7 +352,10 @@ impl Index {
 
     /// Where a chunk is stored, if the domain has it.
     pub fn chunk_location(&self, domain: &str, hash: &ChunkHash) -> Result<Option<ChunkLocation>> {
-        match self.db.get_pinned_cf(self.cf("chunks"), keys::chunk(domain, hash))? {
+        match self
+            .db
+            .get_pinned_cf(self.cf("chunks"), keys::chunk(domain, hash))?
+        {
             Some(v) => Ok(Some(ChunkLocation::decode(&v)?)),
             None => Ok(None),
         }
@@ -332,7 +372,10 @@ impl Index {
 
     /// Size and tail of a pack.
     pub fn pack_info(&self, domain: &str, id: PackId) -> Result<Option<PackInfo>> {
-        match self.db.get_pinned_cf(self.cf("packs"), keys::pack(domain, id.0))? {
+        match self
+            .db
+            .get_pinned_cf(self.cf("packs"), keys::pack(domain, id.0))?
+        {
             Some(v) => Ok(Some(PackInfo::decode(&v)?)),
             None => Ok(None),
         }
@@ -342,10 +385,10 @@ impl Index {
     pub fn packs(&self, domain: &str) -> Result<Vec<(PackId, PackInfo)>> {
         let head = keys::domain_head(domain);
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf("packs"), IteratorMode::From(&head, Direction::Forward))
-        {
+        for item in self.db.iterator_cf(
+            self.cf("packs"),
+            IteratorMode::From(&head, Direction::Forward),
+        ) {
             let (k, v) = item?;
             if !k.starts_with(&head) {
                 break;
@@ -380,15 +423,16 @@ impl Index {
         // `resolved` grows with what segments touched, so each step costs what the
         // segment wrote, not the size of the disk.
         let mut resolved = RoaringBitmap::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf("bitmaps"), IteratorMode::From(&start, Direction::Reverse))
-        {
+        for item in self.db.iterator_cf(
+            self.cf("bitmaps"),
+            IteratorMode::From(&start, Direction::Reverse),
+        ) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            let seq = keys::be_u64(&k[prefix.len()..]).ok_or_else(|| IndexError::Corrupt("bitmap key".into()))?;
+            let seq = keys::be_u64(&k[prefix.len()..])
+                .ok_or_else(|| IndexError::Corrupt("bitmap key".into()))?;
             let (written, zeroed) = values::decode_bitmaps(&v)?;
             let hit = &written - &resolved;
             let zero_hit = &zeroed - &resolved;

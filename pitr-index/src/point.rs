@@ -37,7 +37,10 @@ impl FromStr for PointSpec {
             return Ok(PointSpec::Marker(name.to_owned()));
         }
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-            return s.parse().map(PointSpec::Seq).map_err(|e| format!("seq {s:?}: {e}"));
+            return s
+                .parse()
+                .map(PointSpec::Seq)
+                .map_err(|e| format!("seq {s:?}: {e}"));
         }
         parse_time(s).map(PointSpec::Time).map_err(|_| {
             format!("point {s:?}: expected latest, last-good, a seq number, marker:NAME or an RFC 3339 time")
@@ -60,7 +63,8 @@ impl std::fmt::Display for PointSpec {
 /// Parses an RFC 3339 time to unix nanoseconds.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let t = DateTime::parse_from_rfc3339(s).map_err(|e| e.to_string())?;
-    t.timestamp_nanos_opt().ok_or_else(|| "time out of range".to_owned())
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| "time out of range".to_owned())
 }
 
 /// Formats unix nanoseconds as RFC 3339 (UTC, with the precision needed).
@@ -88,13 +92,15 @@ pub(crate) fn resolve(index: &Index, domain: &str, spec: &PointSpec) -> Result<u
         PointSpec::Latest => index.last_seq(domain)?.ok_or_else(none),
         PointSpec::Seq(s) => index.segment(domain, *s)?.map(|m| m.seq).ok_or_else(none),
         PointSpec::Time(t) => {
-            let k = last_key_at_or_before("times", keys::time(domain, *t, u64::MAX))?.ok_or_else(none)?;
+            let k = last_key_at_or_before("times", keys::time(domain, *t, u64::MAX))?
+                .ok_or_else(none)?;
             keys::be_u64(&k[head.len() + 8..]).ok_or_else(|| IndexError::Corrupt("time key".into()))
         }
         PointSpec::Marker(name) => {
             let prefix = keys::marker(domain, name, 0);
             let prefix = &prefix[..prefix.len() - 8];
-            let k = last_key_at_or_before("markers", keys::marker(domain, name, u64::MAX))?.ok_or_else(none)?;
+            let k = last_key_at_or_before("markers", keys::marker(domain, name, u64::MAX))?
+                .ok_or_else(none)?;
             if !k.starts_with(prefix) {
                 return Err(none());
             }

@@ -25,7 +25,9 @@ pub async fn load_domain(store: &DynStore, domain: &str) -> Result<DomainRecord>
     let key = keys::domain_key(domain);
     let got = match store.get(&key).await {
         Ok(g) => g,
-        Err(StoreError::NotFound { .. }) => return Err(IndexError::UnknownDomain(domain.to_owned())),
+        Err(StoreError::NotFound { .. }) => {
+            return Err(IndexError::UnknownDomain(domain.to_owned()))
+        }
         Err(e) => return Err(e.into()),
     };
     let rec = DomainRecord::decode(&got.data).map_err(corrupt(&key))?;
@@ -61,7 +63,8 @@ pub async fn read_pack_tail(
     }
     let mut start = size.saturating_sub(TAIL_GUESS);
     let mut tail = store.get_range(&key, start..size).await?;
-    let footer = PackFooter::decode(&tail[tail.len() - PACK_FOOTER_LEN..], size).map_err(corrupt(&key))?;
+    let footer =
+        PackFooter::decode(&tail[tail.len() - PACK_FOOTER_LEN..], size).map_err(corrupt(&key))?;
     if footer.tail_len() > tail.len() as u64 {
         start = size - footer.tail_len();
         tail = store.get_range(&key, start..size).await?;
@@ -78,7 +81,12 @@ pub async fn read_pack_tail(
 
 /// Reads, verifies and indexes one committed segment. Returns false if it was indexed
 /// already.
-pub async fn index_segment(store: &DynStore, index: &Index, domain: &DomainRecord, seq: u64) -> Result<bool> {
+pub async fn index_segment(
+    store: &DynStore,
+    index: &Index,
+    domain: &DomainRecord,
+    seq: u64,
+) -> Result<bool> {
     if index.segment(&domain.name, seq)?.is_some() {
         return Ok(false);
     }
@@ -100,8 +108,15 @@ pub async fn index_segment(store: &DynStore, index: &Index, domain: &DomainRecor
             .disks
             .get(d.disk as usize)
             .ok_or_else(|| misplaced(format!("names disk {} the domain lacks", d.disk)))?;
-        if d.written.max().max(d.zeroed.max()).is_some_and(|b| b >= spec.blocks()) {
-            return Err(misplaced(format!("writes past the end of disk {}", spec.name)));
+        if d.written
+            .max()
+            .max(d.zeroed.max())
+            .is_some_and(|b| b >= spec.blocks())
+        {
+            return Err(misplaced(format!(
+                "writes past the end of disk {}",
+                spec.name
+            )));
         }
     }
     let mut packs = Vec::new();
@@ -126,8 +141,13 @@ pub async fn index_segment(store: &DynStore, index: &Index, domain: &DomainRecor
     // later; better to refuse now, naming what is missing.
     for d in &seg.disks {
         for c in &d.chunks {
-            if !located.contains_key(&c.hash) && index.chunk_location(&domain.name, &c.hash)?.is_none() {
-                return Err(misplaced(format!("references chunk {} that no pack holds", c.hash.to_hex())));
+            if !located.contains_key(&c.hash)
+                && index.chunk_location(&domain.name, &c.hash)?.is_none()
+            {
+                return Err(misplaced(format!(
+                    "references chunk {} that no pack holds",
+                    c.hash.to_hex()
+                )));
             }
         }
     }
@@ -141,7 +161,9 @@ pub async fn catch_up(store: &DynStore, index: &Index, domain: &DomainRecord) ->
     let after = index
         .last_seq(&domain.name)?
         .map(|s| keys::segment_key(&domain.name, s));
-    let objects = store.list_all(&keys::log_prefix(&domain.name), after.as_deref()).await?;
+    let objects = store
+        .list_all(&keys::log_prefix(&domain.name), after.as_deref())
+        .await?;
     let mut done = Vec::new();
     for o in objects {
         if let Some(seq) = keys::parse_segment_key(&o.key) {

@@ -1,8 +1,8 @@
 use proptest::prelude::*;
 use roaring::RoaringBitmap;
 use tidemark_format::{
-    ChunkCodec, ChunkHash, ChunkRef, DiskDelta, DiskSpec, DomainRecord, Marker, PackId, Segment, SegmentKind,
-    WriterId, BLOCK_SIZE,
+    ChunkCodec, ChunkHash, ChunkRef, DiskDelta, DiskSpec, DomainRecord, Marker, PackId, Segment,
+    SegmentKind, WriterId, BLOCK_SIZE,
 };
 
 use super::*;
@@ -19,7 +19,13 @@ fn domain() -> DomainRecord {
     }
 }
 
-fn segment(seq: u64, time: i64, written: &[u32], zeroed: &[u32], markers: &[(&str, bool)]) -> Segment {
+fn segment(
+    seq: u64,
+    time: i64,
+    written: &[u32],
+    zeroed: &[u32],
+    markers: &[(&str, bool)],
+) -> Segment {
     let written: RoaringBitmap = written.iter().copied().collect();
     let zeroed: RoaringBitmap = zeroed.iter().copied().collect::<RoaringBitmap>() - &written;
     let chunks = if written.is_empty() {
@@ -73,8 +79,12 @@ fn apply_is_idempotent_and_counts_refs() {
         codec: ChunkCodec::Zstd,
     };
     let hash = s.disks[0].chunks[0].hash;
-    assert!(idx.apply_segment(&s, 100, &[], &[(hash, loc)], &[]).expect("apply"));
-    assert!(!idx.apply_segment(&s, 100, &[], &[(hash, loc)], &[]).expect("replay"));
+    assert!(idx
+        .apply_segment(&s, 100, &[], &[(hash, loc)], &[])
+        .expect("apply"));
+    assert!(!idx
+        .apply_segment(&s, 100, &[], &[(hash, loc)], &[])
+        .expect("replay"));
     assert_eq!(idx.chunk_refs("d", &hash).expect("refs"), 1);
     assert_eq!(idx.chunk_location("d", &hash).expect("loc"), Some(loc));
     assert_eq!(idx.last_seq("d").expect("last"), Some(1));
@@ -86,16 +96,37 @@ fn apply_is_idempotent_and_counts_refs() {
 #[test]
 fn points_resolve_by_seq_time_marker_and_last_good() {
     let (_dir, idx) = open();
-    idx.apply_segment(&segment(1, 100, &[1], &[], &[("nightly", false)]), 1, &[], &[], &[])
-        .expect("1");
-    idx.apply_segment(&segment(2, 200, &[2], &[], &[("app", true)]), 1, &[], &[], &[])
-        .expect("2");
-    idx.apply_segment(&segment(3, 300, &[3], &[], &[("nightly", false)]), 1, &[], &[], &[])
-        .expect("3");
+    idx.apply_segment(
+        &segment(1, 100, &[1], &[], &[("nightly", false)]),
+        1,
+        &[],
+        &[],
+        &[],
+    )
+    .expect("1");
+    idx.apply_segment(
+        &segment(2, 200, &[2], &[], &[("app", true)]),
+        1,
+        &[],
+        &[],
+        &[],
+    )
+    .expect("2");
+    idx.apply_segment(
+        &segment(3, 300, &[3], &[], &[("nightly", false)]),
+        1,
+        &[],
+        &[],
+        &[],
+    )
+    .expect("3");
     let r = |s: PointSpec| idx.resolve_point("d", &s);
     assert_eq!(r(PointSpec::Latest).expect("latest"), 3);
     assert_eq!(r(PointSpec::Seq(2)).expect("seq"), 2);
-    assert!(matches!(r(PointSpec::Seq(9)), Err(IndexError::NoSuchPoint(_))));
+    assert!(matches!(
+        r(PointSpec::Seq(9)),
+        Err(IndexError::NoSuchPoint(_))
+    ));
     assert_eq!(r(PointSpec::Time(250)).expect("time"), 2);
     assert_eq!(r(PointSpec::Time(300)).expect("time"), 3);
     assert!(r(PointSpec::Time(99)).is_err());
@@ -113,7 +144,10 @@ fn points_resolve_by_seq_time_marker_and_last_good() {
 fn point_spec_parsing() {
     assert_eq!("latest".parse::<PointSpec>(), Ok(PointSpec::Latest));
     assert_eq!("42".parse::<PointSpec>(), Ok(PointSpec::Seq(42)));
-    assert_eq!("marker:x".parse::<PointSpec>(), Ok(PointSpec::Marker("x".into())));
+    assert_eq!(
+        "marker:x".parse::<PointSpec>(),
+        Ok(PointSpec::Marker("x".into()))
+    );
     assert_eq!(
         "1970-01-01T00:00:01Z".parse::<PointSpec>(),
         Ok(PointSpec::Time(1_000_000_000))

@@ -46,7 +46,7 @@ pub(crate) fn encode_stream(chunks: &[ChunkRef]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_stream(v: &[u8]) -> Result<Vec<ChunkRef>> {
-    if v.len() % 36 != 0 {
+    if !v.len().is_multiple_of(36) {
         return Err(corrupt("stream"));
     }
     Ok(v.chunks_exact(36)

@@ -41,7 +41,11 @@ pub(crate) fn coalesce(mut jobs: Vec<ChunkJob>, gap: u64, max_len: u64) -> Vec<R
     for j in jobs {
         let (start, end) = (j.loc.offset, j.loc.offset + j.loc.clen as u64);
         if let Some(r) = out.last_mut() {
-            if r.pack == j.loc.pack && start >= r.end && start - r.end <= gap && end - r.start <= max_len {
+            if r.pack == j.loc.pack
+                && start >= r.end
+                && start - r.end <= gap
+                && end - r.start <= max_len
+            {
                 r.end = end;
                 r.jobs.push(j);
                 continue;
@@ -78,19 +82,20 @@ pub(crate) async fn verify_packs(
         let size = index.pack_info(domain, id)?.map(|p| p.size);
         let (_, entries) = sync::read_pack_tail(store, domain, id, size)
             .await
-            .map_err(|e| match e {
-                tidemark_pitr_index::IndexError::Store(s) => RestoreError::store(&key, s),
-                other => RestoreError::Index(other),
-            })?;
-        let at: HashMap<(u64, ChunkHash), _> = entries.iter().map(|e| ((e.offset, e.hash), e)).collect();
+            .map_err(|e| RestoreError::reading(&key, e))?;
+        let at: HashMap<(u64, ChunkHash), _> =
+            entries.iter().map(|e| ((e.offset, e.hash), e)).collect();
         for j in jobs {
-            let ok = at
-                .get(&(j.loc.offset, j.hash))
-                .is_some_and(|e| e.clen == j.loc.clen && e.ulen == j.loc.ulen && e.codec == j.loc.codec);
+            let ok = at.get(&(j.loc.offset, j.hash)).is_some_and(|e| {
+                e.clen == j.loc.clen && e.ulen == j.loc.ulen && e.codec == j.loc.codec
+            });
             if !ok {
                 return Err(RestoreError::corrupt(
                     &key,
-                    format!("does not hold chunk {} where the index says", j.hash.to_hex()),
+                    format!(
+                        "does not hold chunk {} where the index says",
+                        j.hash.to_hex()
+                    ),
                 ));
             }
         }
@@ -164,12 +169,21 @@ pub(crate) async fn execute(
                             .map_err(|e| RestoreError::format(&key, e))?;
                         for p in j.placements {
                             let end = p.chunk_offset as usize + p.len as usize;
-                            let piece = data.get(p.chunk_offset as usize..end).ok_or_else(|| {
-                                RestoreError::corrupt(&key, format!("chunk {} is shorter than its stream says", j.hash.to_hex()))
-                            })?;
-                            file.write_all_at(piece, p.disk_offset).map_err(|source| RestoreError::Io {
-                                path: path.clone(),
-                                source,
+                            let piece =
+                                data.get(p.chunk_offset as usize..end).ok_or_else(|| {
+                                    RestoreError::corrupt(
+                                        &key,
+                                        format!(
+                                            "chunk {} is shorter than its stream says",
+                                            j.hash.to_hex()
+                                        ),
+                                    )
+                                })?;
+                            file.write_all_at(piece, p.disk_offset).map_err(|source| {
+                                RestoreError::Io {
+                                    path: path.clone(),
+                                    source,
+                                }
                             })?;
                             written += p.len as u64;
                         }

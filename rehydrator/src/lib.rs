@@ -63,6 +63,16 @@ impl RestoreError {
     pub(crate) fn format(key: &str, e: FormatError) -> Self {
         RestoreError::corrupt(key, e)
     }
+
+    /// Wraps an error of reading `key` through the index's bucket reader: damage and
+    /// absence of the object are corruption of the bucket.
+    pub(crate) fn reading(key: &str, e: IndexError) -> Self {
+        match e {
+            IndexError::Store(s) => RestoreError::store(key, s),
+            IndexError::CorruptObject { key, source } => RestoreError::corrupt(key, source),
+            other => RestoreError::Index(other),
+        }
+    }
 }
 
 /// Result type of this crate.

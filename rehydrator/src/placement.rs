@@ -27,7 +27,12 @@ pub(crate) struct Placements {
 impl Placements {
     /// Adds the `hits` blocks of one segment whose written set is `written` and whose
     /// stream is `stream`. Returns false if the stream is shorter than the bitmap says.
-    pub fn add_segment(&mut self, written: &RoaringBitmap, stream: &[ChunkRef], hits: &RoaringBitmap) -> bool {
+    pub fn add_segment(
+        &mut self,
+        written: &RoaringBitmap,
+        stream: &[ChunkRef],
+        hits: &RoaringBitmap,
+    ) -> bool {
         let bs = BLOCK_SIZE as u64;
         let mut ends = Vec::with_capacity(stream.len());
         let mut total = 0u64;
@@ -46,14 +51,19 @@ impl Placements {
             let mut left = count as u64 * bs;
             let mut ci = ends.partition_point(|&e| e <= stream_off);
             while left > 0 {
-                let Some(&end) = ends.get(ci) else { return false };
+                let Some(&end) = ends.get(ci) else {
+                    return false;
+                };
                 let start = end - stream[ci].len as u64;
                 let take = left.min(end - stream_off);
-                self.by_chunk.entry(stream[ci].hash).or_default().push(Placement {
-                    chunk_offset: (stream_off - start) as u32,
-                    len: take as u32,
-                    disk_offset: disk_off,
-                });
+                self.by_chunk
+                    .entry(stream[ci].hash)
+                    .or_default()
+                    .push(Placement {
+                        chunk_offset: (stream_off - start) as u32,
+                        len: take as u32,
+                        disk_offset: disk_off,
+                    });
                 self.count += 1;
                 stream_off += take;
                 disk_off += take;

@@ -91,14 +91,15 @@ pub async fn restore_disk(
     progress: Arc<RestoreProgress>,
 ) -> Result<RestoreReport> {
     let rec = index.require_domain(domain)?;
-    let stored = sync::load_domain(store, domain).await.map_err(|e| match e {
-        tidemark_pitr_index::IndexError::Store(s) => RestoreError::store(&keys::domain_key(domain), s),
-        // The index knows the domain, so the bucket lost its definition.
-        tidemark_pitr_index::IndexError::UnknownDomain(_) => {
-            RestoreError::corrupt(keys::domain_key(domain), "object is missing")
-        }
-        other => RestoreError::Index(other),
-    })?;
+    let stored = sync::load_domain(store, domain)
+        .await
+        .map_err(|e| match e {
+            // The index knows the domain, so the bucket lost its definition.
+            tidemark_pitr_index::IndexError::UnknownDomain(_) => {
+                RestoreError::corrupt(keys::domain_key(domain), "object is missing")
+            }
+            other => RestoreError::reading(&keys::domain_key(domain), other),
+        })?;
     if stored != rec {
         return Err(RestoreError::corrupt(
             keys::domain_key(domain),
@@ -126,7 +127,17 @@ pub async fn restore_disk(
     // A fresh file of the disk's size is all holes: zero blocks cost nothing.
     file.set_len(spec.size).map_err(io_err(&partial))?;
     let file = Arc::new(file);
-    let result = fill(store, index, domain, &plan, file.clone(), &partial, opts, &progress).await;
+    let result = fill(
+        store,
+        index,
+        domain,
+        &plan,
+        file.clone(),
+        &partial,
+        opts,
+        &progress,
+    )
+    .await;
     let stats = match result {
         Ok(s) => s,
         Err(e) => {
@@ -137,7 +148,9 @@ pub async fn restore_disk(
     file.sync_all().map_err(io_err(&partial))?;
     std::fs::rename(&partial, out).map_err(io_err(out))?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
     }
     Ok(RestoreReport {
         seq,
@@ -151,7 +164,10 @@ pub async fn restore_disk(
 }
 
 fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tidemark-partial");
     out.with_file_name(name)
 }
@@ -183,7 +199,10 @@ async fn fill(
         .chain(plan.zeroed_by.iter().map(|seq| (*seq, &empty)));
     let mut segments = futures::stream::iter(needed.map(|(seq, hits)| async move {
         let key = keys::segment_key(domain, seq);
-        let got = store.get(&key).await.map_err(|e| RestoreError::store(&key, e))?;
+        let got = store
+            .get(&key)
+            .await
+            .map_err(|e| RestoreError::store(&key, e))?;
         let seg = Segment::decode(&got.data).map_err(|e| RestoreError::format(&key, e))?;
         Ok::<_, RestoreError>((key, seq, seg, hits))
     }))
@@ -194,22 +213,51 @@ async fn fill(
         let stream = index.stream(domain, plan.disk, seq)?;
         let agrees = seg.domain == domain
             && seg.seq == seq
-            && delta.is_some_and(|d| d.written == written && d.zeroed == zeroed && d.chunks == stream);
+            && delta
+                .is_some_and(|d| d.written == written && d.zeroed == zeroed && d.chunks == stream);
         let Some(delta) = delta.filter(|_| agrees) else {
-            return Err(RestoreError::corrupt(&key, "disagrees with the local index"));
+            return Err(RestoreError::corrupt(
+                &key,
+                "disagrees with the local index",
+            ));
         };
         if hits.is_empty() {
             continue;
         }
         if !batch.add_segment(&delta.written, &delta.chunks, hits) {
-            return Err(RestoreError::corrupt(&key, "its chunks are shorter than its bitmap"));
+            return Err(RestoreError::corrupt(
+                &key,
+                "its chunks are shorter than its bitmap",
+            ));
         }
         if batch.count >= opts.batch_placements {
-            let s = run_batch(store, index, domain, std::mem::take(&mut batch), &file, &path_str, opts, progress, &mut verified_packs).await?;
+            let s = run_batch(
+                store,
+                index,
+                domain,
+                std::mem::take(&mut batch),
+                &file,
+                &path_str,
+                opts,
+                progress,
+                &mut verified_packs,
+            )
+            .await?;
             total.add(s);
         }
     }
-    let s = run_batch(store, index, domain, batch, &file, &path_str, opts, progress, &mut verified_packs).await?;
+    let s = run_batch(
+        store,
+        index,
+        domain,
+        batch,
+        &file,
+        &path_str,
+        opts,
+        progress,
+        &mut verified_packs,
+    )
+    .await?;
     total.add(s);
     Ok(total)
 }
@@ -234,9 +282,21 @@ async fn run_batch(
                 format!("no pack holds chunk {}", hash.to_hex()),
             )
         })?;
-        jobs.push(ChunkJob { hash, loc, placements });
+        jobs.push(ChunkJob {
+            hash,
+            loc,
+            placements,
+        });
     }
     let ranges = fetch::coalesce(jobs, opts.gap, opts.max_range);
-    fetch::verify_packs(store, index, domain, &ranges, verified_packs, opts.concurrency).await?;
+    fetch::verify_packs(
+        store,
+        index,
+        domain,
+        &ranges,
+        verified_packs,
+        opts.concurrency,
+    )
+    .await?;
     fetch::execute(store, domain, ranges, file.clone(), path, opts, progress).await
 }

@@ -37,11 +37,18 @@ pub async fn verify_domain(store: &DynStore, domain: &str) -> Result<VerifyRepor
         .list_all(&keys::domain_prefix(domain), None)
         .await
         .map_err(RestoreError::Store)?;
-    let present: HashSet<PackId> = objects.iter().filter_map(|o| keys::parse_pack_key(&o.key)).collect();
+    let present: HashSet<PackId> = objects
+        .iter()
+        .filter_map(|o| keys::parse_pack_key(&o.key))
+        .collect();
     let mut referenced = HashSet::new();
     for o in objects {
         let check = if let Some(seq) = keys::parse_segment_key(&o.key) {
-            let data = store.get(&o.key).await.map_err(|e| RestoreError::store(&o.key, e))?.data;
+            let data = store
+                .get(&o.key)
+                .await
+                .map_err(|e| RestoreError::store(&o.key, e))?
+                .data;
             report.bytes += data.len() as u64;
             Segment::decode(&data).and_then(|s| {
                 if s.seq == seq && s.domain == domain {
@@ -55,7 +62,11 @@ pub async fn verify_domain(store: &DynStore, domain: &str) -> Result<VerifyRepor
                 }
             })
         } else if let Some(id) = keys::parse_pack_key(&o.key) {
-            let data = store.get(&o.key).await.map_err(|e| RestoreError::store(&o.key, e))?.data;
+            let data = store
+                .get(&o.key)
+                .await
+                .map_err(|e| RestoreError::store(&o.key, e))?
+                .data;
             report.bytes += data.len() as u64;
             verify_pack(&data, id).map(|_| ())
         } else {
@@ -69,9 +80,10 @@ pub async fn verify_domain(store: &DynStore, domain: &str) -> Result<VerifyRepor
     let mut missing: Vec<_> = referenced.difference(&present).collect();
     missing.sort();
     for id in missing {
-        report
-            .damaged
-            .push((keys::pack_key(domain, *id), "missing: a segment references it".into()));
+        report.damaged.push((
+            keys::pack_key(domain, *id),
+            "missing: a segment references it".into(),
+        ));
     }
     Ok(report)
 }

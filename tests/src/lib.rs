@@ -121,7 +121,13 @@ fn fill(rng: &mut StdRng, len: usize, model: &Model) -> Vec<u8> {
         0 | 1 => (0..len).map(|_| rng.gen()).collect(),
         // Text-like, compressible.
         2 => {
-            let words = [&b"tidemark "[..], b"segment ", b"replica ", b"point\n", b"chunk "];
+            let words = [
+                &b"tidemark "[..],
+                b"segment ",
+                b"replica ",
+                b"point\n",
+                b"chunk ",
+            ];
             let mut v = Vec::with_capacity(len + 16);
             while v.len() < len {
                 v.extend_from_slice(words[rng.gen_range(0..words.len())]);

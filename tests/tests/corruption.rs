@@ -13,13 +13,19 @@ async fn flipped_bytes_and_missing_objects_fail_restores_and_verify() {
     let site = TestSite::new();
     let sizes = [1 << 20, 512 << 10];
     let ctx = site.ingest(small_config());
-    create_domain(&ctx, domain("bad", &sizes)).await.expect("domain");
-    let mut w = DomainWriter::open(ctx.clone(), "bad").await.expect("writer");
+    create_domain(&ctx, domain("bad", &sizes))
+        .await
+        .expect("domain");
+    let mut w = DomainWriter::open(ctx.clone(), "bad")
+        .await
+        .expect("writer");
     let mut model = Model::new(&sizes);
     let mut history = History::new();
     let mut r = rng(7);
     for round in 0..4 {
-        let batch: Vec<_> = (0..5).map(|i| random_write(&mut r, &model, 64, round * 10 + i)).collect();
+        let batch: Vec<_> = (0..5)
+            .map(|i| random_write(&mut r, &model, 64, round * 10 + i))
+            .collect();
         w.stage(batch.clone()).expect("stage");
         batch.iter().for_each(|b| model.apply(b));
         let p = w.seal(vec![]).await.expect("seal");
@@ -44,7 +50,16 @@ async fn flipped_bytes_and_missing_objects_fail_restores_and_verify() {
         let mut corrupt = 0;
         for (seq, snap) in &history {
             for (d, expect) in snap.disks.iter().enumerate() {
-                match restore_bytes(&site.store, &site.index, "bad", &format!("disk{d}"), *seq, &out).await {
+                match restore_bytes(
+                    &site.store,
+                    &site.index,
+                    "bad",
+                    &format!("disk{d}"),
+                    *seq,
+                    &out,
+                )
+                .await
+                {
                     Ok(got) => assert!(got == *expect, "seq {seq} disk {d}: silently wrong image"),
                     Err(RestoreError::Corrupt { .. }) => corrupt += 1,
                     Err(e) => panic!("seq {seq} disk {d}: not reported as corruption: {e}"),
@@ -67,7 +82,11 @@ async fn flipped_bytes_and_missing_objects_fail_restores_and_verify() {
             bad[pos] ^= 0x01;
             site.store.put(&o.key, Bytes::from(bad)).await.expect("put");
             let failed = restore_all().await;
-            assert!(failed > 0, "flip at {pos} of {} went unnoticed by every restore", o.key);
+            assert!(
+                failed > 0,
+                "flip at {pos} of {} went unnoticed by every restore",
+                o.key
+            );
             let report = verify_domain(&site.store, "bad").await.expect("verify");
             assert!(
                 report.damaged.iter().any(|(k, _)| k == &o.key),
@@ -75,12 +94,22 @@ async fn flipped_bytes_and_missing_objects_fail_restores_and_verify() {
                 o.key
             );
         }
-        site.store.put(&o.key, original.clone()).await.expect("restore object");
+        site.store
+            .put(&o.key, original.clone())
+            .await
+            .expect("restore object");
 
         site.store.delete(&o.key).await.expect("delete");
         assert!(restore_all().await > 0, "missing {} went unnoticed", o.key);
-        site.store.put(&o.key, original).await.expect("restore object");
+        site.store
+            .put(&o.key, original)
+            .await
+            .expect("restore object");
     }
     assert_eq!(restore_all().await, 0);
-    assert!(verify_domain(&site.store, "bad").await.expect("verify").damaged.is_empty());
+    assert!(verify_domain(&site.store, "bad")
+        .await
+        .expect("verify")
+        .damaged
+        .is_empty());
 }

@@ -9,14 +9,22 @@ async fn interrupted_commits_lose_nothing_acknowledged() {
     let site = TestSite::new();
     let sizes = [1 << 20, 256 << 10];
     let ctx = site.ingest(small_config());
-    create_domain(&ctx, domain("crash", &sizes)).await.expect("domain");
+    create_domain(&ctx, domain("crash", &sizes))
+        .await
+        .expect("domain");
     let mut model = Model::new(&sizes);
     let mut history = History::new();
     let mut rng = rng(99);
-    let mut batch = |model: &Model| (0..6).map(|i| random_write(&mut rng, model, 64, i)).collect::<Vec<_>>();
+    let mut batch = |model: &Model| {
+        (0..6)
+            .map(|i| random_write(&mut rng, model, 64, i))
+            .collect::<Vec<_>>()
+    };
 
     // Point 1, acknowledged.
-    let mut w = DomainWriter::open(ctx.clone(), "crash").await.expect("open");
+    let mut w = DomainWriter::open(ctx.clone(), "crash")
+        .await
+        .expect("open");
     let a = batch(&model);
     w.stage(a.clone()).expect("stage");
     let p1 = w.seal(vec![]).await.expect("seal");
@@ -26,13 +34,24 @@ async fn interrupted_commits_lose_nothing_acknowledged() {
     // Crash after the packs: nothing committed; the writes were never acknowledged.
     let mut failing = ctx.clone();
     failing.config.fail_at = Some(FailPoint::AfterPacks);
-    let mut w = DomainWriter::open(failing.clone(), "crash").await.expect("open");
+    let mut w = DomainWriter::open(failing.clone(), "crash")
+        .await
+        .expect("open");
     let b = batch(&model);
     w.stage(b.clone()).expect("stage");
-    assert!(matches!(w.seal(vec![]).await, Err(IngestError::Injected(FailPoint::AfterPacks))));
+    assert!(matches!(
+        w.seal(vec![]).await,
+        Err(IngestError::Injected(FailPoint::AfterPacks))
+    ));
     drop(w);
-    let mut w = DomainWriter::open(ctx.clone(), "crash").await.expect("reopen");
-    assert_eq!(w.next_seq(), p1.seq + 1, "an uncommitted segment took no seq");
+    let mut w = DomainWriter::open(ctx.clone(), "crash")
+        .await
+        .expect("reopen");
+    assert_eq!(
+        w.next_seq(),
+        p1.seq + 1,
+        "an uncommitted segment took no seq"
+    );
     // The writer retries what was not acknowledged.
     w.stage(b.clone()).expect("stage");
     let p2 = w.seal(vec![]).await.expect("seal");
@@ -46,11 +65,19 @@ async fn interrupted_commits_lose_nothing_acknowledged() {
     let mut w = DomainWriter::open(failing, "crash").await.expect("open");
     let c = batch(&model);
     w.stage(c.clone()).expect("stage");
-    assert!(matches!(w.seal(vec![]).await, Err(IngestError::Injected(FailPoint::AfterSegment))));
+    assert!(matches!(
+        w.seal(vec![]).await,
+        Err(IngestError::Injected(FailPoint::AfterSegment))
+    ));
     assert_eq!(site.index.last_seq("crash").expect("last"), Some(p2.seq));
     drop(w);
-    let mut w = DomainWriter::open(ctx.clone(), "crash").await.expect("reopen");
-    assert_eq!(site.index.last_seq("crash").expect("last"), Some(p2.seq + 1));
+    let mut w = DomainWriter::open(ctx.clone(), "crash")
+        .await
+        .expect("reopen");
+    assert_eq!(
+        site.index.last_seq("crash").expect("last"),
+        Some(p2.seq + 1)
+    );
     c.iter().for_each(|x| model.apply(x));
     history.insert(p2.seq + 1, model.clone());
     let d = batch(&model);
@@ -79,11 +106,17 @@ async fn interrupted_commits_lose_nothing_acknowledged() {
     let out = site.path("r.img");
     for (seq, snap) in &history {
         for (i, expect) in snap.disks.iter().enumerate() {
-            let got = restore_bytes(&site.store, &site.index, "crash", &format!("disk{i}"), *seq, &out)
-                .await
-                .expect("restore");
+            let got = restore_bytes(
+                &site.store,
+                &site.index,
+                "crash",
+                &format!("disk{i}"),
+                *seq,
+                &out,
+            )
+            .await
+            .expect("restore");
             assert!(got == *expect, "seq {seq} disk {i}");
         }
     }
 }
-

@@ -17,8 +17,12 @@ async fn run_history(seed: u64) {
     cfg.seal_age = Duration::from_millis(5);
     let ctx = site.ingest(cfg);
     let name = format!("model{seed}");
-    create_domain(&ctx, domain(&name, &sizes)).await.expect("domain");
-    let mut w = DomainWriter::open(ctx.clone(), &name).await.expect("writer");
+    create_domain(&ctx, domain(&name, &sizes))
+        .await
+        .expect("domain");
+    let mut w = DomainWriter::open(ctx.clone(), &name)
+        .await
+        .expect("writer");
     let mut model = Model::new(&sizes);
     let mut history = History::new();
     let mut markers = Vec::new();
@@ -39,12 +43,17 @@ async fn run_history(seed: u64) {
             0 => {
                 let m = format!("m{round}");
                 let good = rng.gen_bool(0.5);
-                let p = w.seal(vec![marker(&m, good)]).await.expect("seal with marker");
+                let p = w
+                    .seal(vec![marker(&m, good)])
+                    .await
+                    .expect("seal with marker");
                 markers.push((m, good, p.seq));
                 Some(p)
             }
             1 => w.flush().await.expect("flush"),
-            2 if w.seal_due(Instant::now() + Duration::from_millis(10)) => w.flush().await.expect("age seal"),
+            2 if w.seal_due(Instant::now() + Duration::from_millis(10)) => {
+                w.flush().await.expect("age seal")
+            }
             _ => None,
         };
         if let Some(p) = point {
@@ -54,37 +63,68 @@ async fn run_history(seed: u64) {
     if let Some(p) = w.flush().await.expect("final flush") {
         history.insert(p.seq, model.clone());
     }
-    assert!(history.len() > 10, "seed {seed}: only {} points", history.len());
+    assert!(
+        history.len() > 10,
+        "seed {seed}: only {} points",
+        history.len()
+    );
 
     check_all(&site, &site.index, &name, &history, "after ingest").await;
     for (m, _, seq) in &markers {
         assert_eq!(
-            site.index.resolve_point(&name, &PointSpec::Marker(m.clone())).expect("marker"),
+            site.index
+                .resolve_point(&name, &PointSpec::Marker(m.clone()))
+                .expect("marker"),
             *seq
         );
     }
     if let Some((_, _, seq)) = markers.iter().rev().find(|(_, good, _)| *good) {
-        assert_eq!(site.index.resolve_point(&name, &PointSpec::LastGood).expect("good"), *seq);
+        assert_eq!(
+            site.index
+                .resolve_point(&name, &PointSpec::LastGood)
+                .expect("good"),
+            *seq
+        );
     }
 
     // The bucket alone is enough: a new index rebuilt from it restores the same bytes.
     let rebuilt = site.fresh_index("rebuilt-index");
-    let report = sync::rebuild(&site.store, &rebuilt, &name).await.expect("rebuild");
+    let report = sync::rebuild(&site.store, &rebuilt, &name)
+        .await
+        .expect("rebuild");
     assert_eq!(report.segments, history.len() as u64);
     check_all(&site, &rebuilt, &name, &history, "after rebuild").await;
     // And rebuilding the live index in place gives the same result.
-    sync::rebuild(&site.store, &site.index, &name).await.expect("rebuild in place");
-    check_all(&site, &site.index, &name, &history, "after in-place rebuild").await;
+    sync::rebuild(&site.store, &site.index, &name)
+        .await
+        .expect("rebuild in place");
+    check_all(
+        &site,
+        &site.index,
+        &name,
+        &history,
+        "after in-place rebuild",
+    )
+    .await;
 }
 
-async fn check_all(site: &TestSite, index: &tidemark_pitr_index::Index, name: &str, history: &History, when: &str) {
+async fn check_all(
+    site: &TestSite,
+    index: &tidemark_pitr_index::Index,
+    name: &str,
+    history: &History,
+    when: &str,
+) {
     let out = site.path("restored.img");
     for (seq, snapshot) in history {
         for (d, expect) in snapshot.disks.iter().enumerate() {
             let got = restore_bytes(&site.store, index, name, &format!("disk{d}"), *seq, &out)
                 .await
                 .unwrap_or_else(|e| panic!("{when}: restore seq {seq} disk {d}: {e}"));
-            assert!(got == *expect, "{when}: seq {seq} disk {d} differs from the model");
+            assert!(
+                got == *expect,
+                "{when}: seq {seq} disk {d} differs from the model"
+            );
         }
     }
 }

@@ -26,12 +26,21 @@ pub async fn run(site: &Site, a: PointsArgs) -> anyhow::Result<()> {
             .collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
-        println!("{:>8}  {:<32}  {:>14}  markers", "seq", "time", "stored bytes");
+        println!(
+            "{:>8}  {:<32}  {:>14}  markers",
+            "seq", "time", "stored bytes"
+        );
         for p in &points {
             let markers: Vec<_> = p
                 .markers
                 .iter()
-                .map(|m| if m.known_good { format!("{} (good)", m.name) } else { m.name.clone() })
+                .map(|m| {
+                    if m.known_good {
+                        format!("{} (good)", m.name)
+                    } else {
+                        m.name.clone()
+                    }
+                })
                 .collect();
             println!(
                 "{:>8}  {:<32}  {:>14}  {}",

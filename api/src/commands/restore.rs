@@ -13,7 +13,10 @@ use crate::cli::RestoreArgs;
 use crate::site::Site;
 
 pub async fn run(site: &Site, a: RestoreArgs) -> anyhow::Result<()> {
-    let spec: PointSpec = a.point.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let spec: PointSpec = a
+        .point
+        .parse()
+        .map_err(tidemark_rehydrator::RestoreError::Invalid)?;
     let rec = super::refresh(site, &a.domain).await?;
     if rec.disk_index(&a.disk).is_none() {
         return Err(tidemark_rehydrator::RestoreError::Invalid(format!(
@@ -48,7 +51,17 @@ pub async fn run(site: &Site, a: RestoreArgs) -> anyhow::Result<()> {
         concurrency: a.concurrency.max(1),
         ..RestoreOptions::default()
     };
-    let result = restore_disk(&site.store, &site.index, &a.domain, &a.disk, seq, &a.out, &opts, progress).await;
+    let result = restore_disk(
+        &site.store,
+        &site.index,
+        &a.domain,
+        &a.disk,
+        seq,
+        &a.out,
+        &opts,
+        progress,
+    )
+    .await;
     if let Some(t) = ticker {
         t.abort();
     }
@@ -57,7 +70,10 @@ pub async fn run(site: &Site, a: RestoreArgs) -> anyhow::Result<()> {
     }
     let r = result?;
     if a.json {
-        let time = site.index.segment(&a.domain, seq)?.map(|m| format_time(m.time_end));
+        let time = site
+            .index
+            .segment(&a.domain, seq)?
+            .map(|m| format_time(m.time_end));
         println!(
             "{}",
             serde_json::json!({
