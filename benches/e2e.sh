@@ -132,7 +132,7 @@ rounds() {
 command_table() {
 	local cp_secs label secs
 	cp_secs=$(median "${TIMES[cp --sparse=never]}")
-	echo "| command | runs | median s | MB/s | ratio to cp | peak RSS MiB |"
+	echo "| command | runs | median s | MB/s | time ÷ cp time | peak RSS MiB |"
 	echo "|---|---:|---:|---:|---:|---:|"
 	for label in "${ORDER[@]}"; do
 		secs=$(median "${TIMES[$label]}")
@@ -190,7 +190,7 @@ report() {
 		figure_table
 		echo
 		echo "- MB/s is the logical image size ($SIZE bytes, MB = 10^6 B) over the median time;" \
-			"ratio to cp is against the median of \`cp --sparse=never\` of the same image in this run."
+			"time ÷ cp time is the median time over the median time of \`cp --sparse=never\` of the same image in this run."
 		echo "- cp and restore ran alternating, rounds: $BENCH_REPEAT; protect and mutate ran once." \
 			"Peak RSS is the maximum over the runs."
 		echo "- Caches are warm for all contenders alike: the page cache cannot be dropped here, so the image" \
