@@ -59,6 +59,7 @@ prepare() {
 	mkdir -p "$BENCH_DIR" "$LOG"
 	rm -rf "$DATA" "$IMG" "$V1" "$SCRATCH"
 	: >"$LOG/stderr"
+	printf 'command\tseconds\tpeak_rss_kib\n' >"$LOG/samples.tsv"
 	log "work dir $BENCH_DIR"
 }
 
@@ -74,6 +75,7 @@ measure() {
 	read -r secs kib <"$LOG/time"
 	[[ -n ${TIMES[$label]+x} ]] || ORDER+=("$label")
 	TIMES[$label]+="$secs "
+	printf '%s\t%s\t%s\n' "$label" "$secs" "$kib" >>"$LOG/samples.tsv"
 	RSS[$label]+="$kib "
 	log "$label: ${secs} s, $((kib / 1024)) MiB peak RSS"
 }
@@ -192,7 +194,7 @@ report() {
 		echo "- MB/s is the logical image size ($SIZE bytes, MB = 10^6 B) over the median time;" \
 			"time ÷ cp time is the median time over the median time of \`cp --sparse=never\` of the same image in this run."
 		echo "- cp and restore ran alternating, rounds: $BENCH_REPEAT; protect and mutate ran once." \
-			"Peak RSS is the maximum over the runs."
+			"Peak RSS is the maximum over the runs; every sample is in log/samples.tsv."
 		echo "- Caches are warm for all contenders alike: the page cache cannot be dropped here, so the image" \
 			"(for cp, protect) and the store (for restore) are read from memory. An untimed \`sync\` precedes every command."
 		echo "- tidemark fsyncs stored objects and the restored image; plain cp does not (see the + fsync row)."

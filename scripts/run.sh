@@ -7,13 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo build --release --locked -p tidemark-api
-bin="$CARGO_TARGET_DIR/release/tidemark"
 if (($#)); then
-  exec "$bin" "$@"
+  exec "$CARGO_TARGET_DIR/release/tidemark" "$@"
 fi
 
+# The demonstration keeps its own data directory, new at every run.
 demo=tidemark-data/demo
+rm -rf "$demo"
 mkdir -p "$demo"
+bin() { "$CARGO_TARGET_DIR/release/tidemark" --data-dir "$demo/data" "$@"; }
 echo "== a 64 MiB sample disk with data, text and zero runs"
 python3 - "$demo/disk.img" <<'PY'
 import os, random, sys
@@ -31,7 +33,7 @@ with open(sys.argv[1], "wb") as f:
 PY
 cp --sparse=always "$demo/disk.img" "$demo/disk-v1.img"
 echo "== protect (full)"
-"$bin" protect --domain demo --disk root="$demo/disk.img"
+bin protect --domain demo --disk root="$demo/disk.img"
 echo "== change 2% of the blocks, protect again with a marker"
 python3 - "$demo/disk.img" <<'PY'
 import os, random, sys
@@ -41,12 +43,12 @@ with open(sys.argv[1], "r+b") as f:
         f.seek(random.randrange(64 * 256) * 4096)
         f.write(os.urandom(4096))
 PY
-"$bin" protect --domain demo --disk root="$demo/disk.img" --marker after-change --known-good
+bin protect --domain demo --disk root="$demo/disk.img" --marker after-change --known-good
 echo "== points"
-"$bin" points --domain demo
+bin points --domain demo
 echo "== restore both points and compare"
-first=$("$bin" points --domain demo --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["seq"])')
-"$bin" restore --domain demo --disk root --point "$first" --out "$demo/restored-v1.img" --json
-"$bin" restore --domain demo --disk root --point marker:after-change --out "$demo/restored-v2.img" --json
+first=$(bin points --domain demo --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["seq"])')
+bin restore --domain demo --disk root --point "$first" --out "$demo/restored-v1.img" --json
+bin restore --domain demo --disk root --point marker:after-change --out "$demo/restored-v2.img" --json
 cmp "$demo/disk-v1.img" "$demo/restored-v1.img" && echo "point $first: identical"
 cmp "$demo/disk.img" "$demo/restored-v2.img" && echo "marker:after-change: identical"

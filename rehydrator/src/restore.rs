@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use tidemark_format::{keys, Segment, BLOCK_SIZE};
+use tidemark_format::{keys, PackId, Segment, BLOCK_SIZE};
 use tidemark_objstore::DynStore;
 use tidemark_pitr_index::{sync, DiskPlan, Index};
 
@@ -172,6 +172,64 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// Turns batches of placements into verified chunk reads written to the image, and
+/// keeps what all batches share: the packs already verified and the totals.
+struct BatchWriter<'a> {
+    store: &'a DynStore,
+    index: &'a Index,
+    domain: &'a str,
+    file: Arc<File>,
+    path: String,
+    opts: &'a RestoreOptions,
+    progress: &'a RestoreProgress,
+    verified_packs: HashSet<PackId>,
+    total: FetchStats,
+}
+
+impl BatchWriter<'_> {
+    async fn write(&mut self, batch: Placements) -> Result<()> {
+        let mut jobs = Vec::with_capacity(batch.by_chunk.len());
+        for (hash, placements) in batch.by_chunk {
+            let loc = self
+                .index
+                .chunk_location(self.domain, &hash)?
+                .ok_or_else(|| {
+                    RestoreError::corrupt(
+                        keys::packs_prefix(self.domain),
+                        format!("no pack holds chunk {}", hash.to_hex()),
+                    )
+                })?;
+            jobs.push(ChunkJob {
+                hash,
+                loc,
+                placements,
+            });
+        }
+        let ranges = fetch::coalesce(jobs, self.opts.gap, self.opts.max_range);
+        fetch::verify_packs(
+            self.store,
+            self.index,
+            self.domain,
+            &ranges,
+            &mut self.verified_packs,
+            self.opts.concurrency,
+        )
+        .await?;
+        let stats = fetch::execute(
+            self.store,
+            self.domain,
+            ranges,
+            self.file.clone(),
+            &self.path,
+            self.opts,
+            self.progress,
+        )
+        .await?;
+        self.total.add(stats);
+        Ok(())
+    }
+}
+
 /// Fetches every segment of the plan (verifying it against the index), turns its hit
 /// blocks into chunk placements, and fetches and writes them in bounded batches.
 #[allow(clippy::too_many_arguments)]
@@ -185,10 +243,18 @@ async fn fill(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<FetchStats> {
-    let mut total = FetchStats::default();
-    let mut verified_packs = HashSet::new();
+    let mut writer = BatchWriter {
+        store,
+        index,
+        domain,
+        file,
+        path: path.display().to_string(),
+        opts,
+        progress,
+        verified_packs: HashSet::new(),
+        total: FetchStats::default(),
+    };
     let mut batch = Placements::default();
-    let path_str = path.display().to_string();
     // Every segment the image depends on is fetched and checked against the index: the
     // ones it reads data from, and the ones whose zeroes it keeps.
     let empty = roaring::RoaringBitmap::new();
@@ -231,72 +297,9 @@ async fn fill(
             ));
         }
         if batch.count >= opts.batch_placements {
-            let s = run_batch(
-                store,
-                index,
-                domain,
-                std::mem::take(&mut batch),
-                &file,
-                &path_str,
-                opts,
-                progress,
-                &mut verified_packs,
-            )
-            .await?;
-            total.add(s);
+            writer.write(std::mem::take(&mut batch)).await?;
         }
     }
-    let s = run_batch(
-        store,
-        index,
-        domain,
-        batch,
-        &file,
-        &path_str,
-        opts,
-        progress,
-        &mut verified_packs,
-    )
-    .await?;
-    total.add(s);
-    Ok(total)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_batch(
-    store: &DynStore,
-    index: &Index,
-    domain: &str,
-    batch: Placements,
-    file: &Arc<File>,
-    path: &str,
-    opts: &RestoreOptions,
-    progress: &RestoreProgress,
-    verified_packs: &mut HashSet<tidemark_format::PackId>,
-) -> Result<FetchStats> {
-    let mut jobs = Vec::with_capacity(batch.by_chunk.len());
-    for (hash, placements) in batch.by_chunk {
-        let loc = index.chunk_location(domain, &hash)?.ok_or_else(|| {
-            RestoreError::corrupt(
-                keys::packs_prefix(domain),
-                format!("no pack holds chunk {}", hash.to_hex()),
-            )
-        })?;
-        jobs.push(ChunkJob {
-            hash,
-            loc,
-            placements,
-        });
-    }
-    let ranges = fetch::coalesce(jobs, opts.gap, opts.max_range);
-    fetch::verify_packs(
-        store,
-        index,
-        domain,
-        &ranges,
-        verified_packs,
-        opts.concurrency,
-    )
-    .await?;
-    fetch::execute(store, domain, ranges, file.clone(), path, opts, progress).await
+    writer.write(batch).await?;
+    Ok(writer.total)
 }

@@ -43,13 +43,18 @@ pub async fn verify_domain(store: &DynStore, domain: &str) -> Result<VerifyRepor
         .collect();
     let mut referenced = HashSet::new();
     for o in objects {
-        let check = if let Some(seq) = keys::parse_segment_key(&o.key) {
-            let data = store
-                .get(&o.key)
-                .await
-                .map_err(|e| RestoreError::store(&o.key, e))?
-                .data;
-            report.bytes += data.len() as u64;
+        let segment = keys::parse_segment_key(&o.key);
+        let pack = keys::parse_pack_key(&o.key);
+        if segment.is_none() && pack.is_none() {
+            continue;
+        }
+        let data = store
+            .get(&o.key)
+            .await
+            .map_err(|e| RestoreError::store(&o.key, e))?
+            .data;
+        report.bytes += data.len() as u64;
+        let check = if let Some(seq) = segment {
             Segment::decode(&data).and_then(|s| {
                 if s.seq == seq && s.domain == domain {
                     referenced.extend(s.new_packs);
@@ -61,16 +66,8 @@ pub async fn verify_domain(store: &DynStore, domain: &str) -> Result<VerifyRepor
                     })
                 }
             })
-        } else if let Some(id) = keys::parse_pack_key(&o.key) {
-            let data = store
-                .get(&o.key)
-                .await
-                .map_err(|e| RestoreError::store(&o.key, e))?
-                .data;
-            report.bytes += data.len() as u64;
-            verify_pack(&data, id).map(|_| ())
         } else {
-            continue;
+            pack.map_or(Ok(()), |id| verify_pack(&data, id).map(|_| ()))
         };
         report.objects += 1;
         if let Err(e) = check {
