@@ -27,6 +27,16 @@ fn ok(data: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf8")
 }
 
+/// Restores `disk` of `domain` at `point` into `out`.
+fn restore(data: &Path, domain: &str, disk: &str, point: &str, out: &str) {
+    ok(
+        data,
+        &[
+            "restore", "--domain", domain, "--disk", disk, "--point", point, "--out", out,
+        ],
+    );
+}
+
 /// Runs a failing command; returns (exit code, the one stderr line).
 fn fails(data: &Path, args: &[&str]) -> (i32, String) {
     let out = tidemark(data, args);
@@ -177,12 +187,7 @@ fn protect_points_restore_and_rebuild() {
         ("latest", "vm.img"),
     ] {
         let out = d.s("restored.img");
-        ok(
-            &data,
-            &[
-                "restore", "--domain", "web", "--disk", "root", "--point", point, "--out", &out,
-            ],
-        );
+        restore(&data, "web", "root", point, &out);
         qemu_img_compare(&d.p(expect), &d.p("restored.img"));
         let meta = std::fs::metadata(d.p("restored.img")).expect("meta");
         assert_eq!(meta.len(), size as u64);
@@ -192,39 +197,13 @@ fn protect_points_restore_and_rebuild() {
             "zero runs should be holes"
         );
     }
-    ok(
-        &data,
-        &[
-            "restore",
-            "--domain",
-            "web",
-            "--disk",
-            "boot",
-            "--point",
-            "1",
-            "--out",
-            &d.s("b.img"),
-        ],
-    );
+    restore(&data, "web", "boot", "1", &d.s("b.img"));
     assert!(std::fs::read(d.p("b.img")).expect("read") == boot);
 
     // The bucket alone rebuilds the index.
     let r = json(&ok(&data, &["index", "rebuild", "--domain", "web"]));
     assert_eq!(r["segments"], 3);
-    ok(
-        &data,
-        &[
-            "restore",
-            "--domain",
-            "web",
-            "--disk",
-            "root",
-            "--point",
-            "1",
-            "--out",
-            &d.s("again.img"),
-        ],
-    );
+    restore(&data, "web", "root", "1", &d.s("again.img"));
     qemu_img_compare(&d.p("v1.img"), &d.p("again.img"));
     let v = json(&ok(&data, &["verify", "--domain", "web"]));
     assert_eq!(v["damaged"], serde_json::json!([]));
@@ -370,20 +349,7 @@ fn restored_ext4_file_system_passes_e2fsck() {
         ("2", vec![("first.bin", &first), ("second.bin", &second)]),
     ] {
         let out = d.p(&format!("restored-{point}.img"));
-        ok(
-            &data,
-            &[
-                "restore",
-                "--domain",
-                "vm",
-                "--disk",
-                "fs",
-                "--point",
-                point,
-                "--out",
-                &out.display().to_string(),
-            ],
-        );
+        restore(&data, "vm", "fs", point, &out.display().to_string());
         let st = Command::new("e2fsck")
             .args(["-f", "-n"])
             .arg(&out)
