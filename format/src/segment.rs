@@ -255,6 +255,22 @@ impl Segment {
             .map_err(|e| FormatError::corrupt(WHAT, e.to_string()))?;
         Ok(seg)
     }
+
+    /// Decodes the object stored as `domain`'s segment `seq`; an object that decodes but
+    /// belongs elsewhere (another domain or seq) is `Corrupt` too.
+    pub fn decode_at(data: &[u8], domain: &str, seq: u64) -> Result<Segment> {
+        let seg = Segment::decode(data)?;
+        if seg.domain != domain || seg.seq != seq {
+            return Err(FormatError::corrupt(
+                WHAT,
+                format!(
+                    "stored as {domain}/{seq} but holds {}/{}",
+                    seg.domain, seg.seq
+                ),
+            ));
+        }
+        Ok(seg)
+    }
 }
 
 /// Serialized form of a bitmap (the portable roaring format).
@@ -330,6 +346,18 @@ mod tests {
                 "flip at {i}"
             );
             assert!(Segment::decode(&bytes[..i]).is_err(), "truncated to {i}");
+        }
+    }
+
+    #[test]
+    fn misplaced_segments_are_corrupt() {
+        let bytes = sample().encode().expect("encode");
+        assert!(Segment::decode_at(&bytes, "web", 7).is_ok());
+        for (domain, seq) in [("web", 8), ("db", 7)] {
+            assert!(matches!(
+                Segment::decode_at(&bytes, domain, seq),
+                Err(FormatError::Corrupt { .. })
+            ));
         }
     }
 

@@ -103,11 +103,11 @@ impl Packer {
     fn flush(&mut self) -> Result<()> {
         if let Some(pack) = self.pack.take() {
             let id = pack.id();
-            let chunks = pack.len();
+            let frames_len = pack.len();
             let (bytes, entries) = pack.finish();
             let info = PackInfo {
                 size: bytes.len() as u64,
-                tail_len: (bytes.len() - chunks) as u64,
+                tail_len: (bytes.len() - frames_len) as u64,
                 chunks: entries.len() as u32,
             };
             debug_assert!(info.tail_len >= PACK_FOOTER_LEN as u64);

@@ -92,7 +92,7 @@ pub async fn index_segment(
     }
     let key = keys::segment_key(&domain.name, seq);
     let got = store.get(&key).await?;
-    let seg = Segment::decode(&got.data).map_err(corrupt(&key))?;
+    let seg = Segment::decode_at(&got.data, &domain.name, seq).map_err(corrupt(&key))?;
     let misplaced = |reason: String| IndexError::CorruptObject {
         key: key.clone(),
         source: tidemark_format::FormatError::Corrupt {
@@ -100,9 +100,6 @@ pub async fn index_segment(
             reason,
         },
     };
-    if seg.domain != domain.name || seg.seq != seq {
-        return Err(misplaced(format!("holds {}/{}", seg.domain, seg.seq)));
-    }
     for d in &seg.disks {
         let spec = domain
             .disks

@@ -269,7 +269,8 @@ async fn fill(
             .get(&key)
             .await
             .map_err(|e| RestoreError::store(&key, e))?;
-        let seg = Segment::decode(&got.data).map_err(|e| RestoreError::format(&key, e))?;
+        let seg = Segment::decode_at(&got.data, domain, seq)
+            .map_err(|e| RestoreError::format(&key, e))?;
         Ok::<_, RestoreError>((key, seq, seg, hits))
     }))
     .buffered(opts.concurrency.max(1));
@@ -277,10 +278,8 @@ async fn fill(
         let delta = seg.disks.iter().find(|d| d.disk == plan.disk);
         let (written, zeroed) = index.disk_bitmaps(domain, plan.disk, seq)?;
         let stream = index.stream(domain, plan.disk, seq)?;
-        let agrees = seg.domain == domain
-            && seg.seq == seq
-            && delta
-                .is_some_and(|d| d.written == written && d.zeroed == zeroed && d.chunks == stream);
+        let agrees =
+            delta.is_some_and(|d| d.written == written && d.zeroed == zeroed && d.chunks == stream);
         let Some(delta) = delta.filter(|_| agrees) else {
             return Err(RestoreError::corrupt(
                 &key,

@@ -55,17 +55,7 @@ pub async fn verify_domain(store: &DynStore, domain: &str) -> Result<VerifyRepor
             .data;
         report.bytes += data.len() as u64;
         let check = if let Some(seq) = segment {
-            Segment::decode(&data).and_then(|s| {
-                if s.seq == seq && s.domain == domain {
-                    referenced.extend(s.new_packs);
-                    Ok(())
-                } else {
-                    Err(tidemark_format::FormatError::Corrupt {
-                        what: "segment".into(),
-                        reason: format!("holds {}/{}", s.domain, s.seq),
-                    })
-                }
-            })
+            Segment::decode_at(&data, domain, seq).map(|s| referenced.extend(s.new_packs))
         } else {
             pack.map_or(Ok(()), |id| verify_pack(&data, id).map(|_| ()))
         };
