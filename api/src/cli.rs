@@ -16,7 +16,8 @@ pub struct Cli {
         env = "TIDEMARK_DATA_DIR"
     )]
     pub data_dir: PathBuf,
-    /// Object store URL (file:///path); default: DIR/store.
+    /// Object store URL: file:///path, s3://bucket/prefix or az://container/prefix
+    /// (options and credentials: see the README); default: DIR/store.
     #[arg(long, global = true, env = "TIDEMARK_STORE")]
     pub store: Option<String>,
     #[command(subcommand)]
@@ -37,6 +38,23 @@ pub enum Command {
     Index(IndexCommand),
     /// Read every object of a domain and verify it.
     Verify(DomainArg),
+    /// Show which site owns a domain (may append to its log), or take it over.
+    Owner(OwnerArgs),
+}
+
+/// Arguments of `owner`.
+#[derive(Args, Debug)]
+pub struct OwnerArgs {
+    /// Domain name.
+    #[arg(long)]
+    pub domain: String,
+    /// Make this site the owner: bump the generation and write a fence segment, after
+    /// which the previous owner's writes fail as fenced.
+    #[arg(long)]
+    pub take_over: bool,
+    /// Take over only if the current generation is this one (as shown by `owner`).
+    #[arg(long, requires = "take_over")]
+    pub expected_generation: Option<u64>,
 }
 
 /// `--domain NAME`.

@@ -13,6 +13,8 @@ pub enum Kind {
     NotFound = 3,
     Corrupt = 4,
     Conflict = 5,
+    /// Another site owns the domain; this one may read but not write it.
+    Fenced = 6,
 }
 
 fn index_kind(e: &IndexError) -> Kind {
@@ -43,6 +45,7 @@ pub fn kind(e: &anyhow::Error) -> Kind {
                 IngestError::Invalid(_) => Kind::Invalid,
                 IngestError::UnknownDomain(_) => Kind::NotFound,
                 IngestError::Conflict(_) | IngestError::SeqTaken { .. } => Kind::Conflict,
+                IngestError::Fenced { .. } => Kind::Fenced,
                 IngestError::Corrupt { .. } => Kind::Corrupt,
                 IngestError::Store(s) => store_kind(s),
                 IngestError::Index(i) => index_kind(i),

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use tidemark_format::WriterId;
 use tidemark_ingest::{IngestConfig, IngestContext};
 use tidemark_objstore::{open_store, DynStore};
 use tidemark_pitr_index::Index;
@@ -41,10 +40,7 @@ impl Site {
             store: self.store.clone(),
             index: self.index.clone(),
             config: IngestConfig::default(),
-            writer: WriterId {
-                site: self.site_id.clone(),
-                generation: 0,
-            },
+            site: self.site_id.clone(),
         }
     }
 }

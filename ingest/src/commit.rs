@@ -3,7 +3,7 @@
 //! point — then the index is updated in one batch; only then is anything acknowledged.
 
 use bytes::Bytes;
-use tidemark_format::{keys, Marker, Segment, SegmentKind};
+use tidemark_format::{keys, Marker, Segment, SegmentKind, WriterId};
 use tidemark_objstore::StoreError;
 use tidemark_pitr_index::StateWrite;
 
@@ -37,6 +37,7 @@ pub struct CommittedPoint {
 /// What the segment says besides its data.
 pub(crate) struct SegmentHeader {
     pub seq: u64,
+    pub writer: WriterId,
     pub kind: SegmentKind,
     pub time_start: i64,
     pub time_end: i64,
@@ -53,30 +54,36 @@ pub(crate) async fn commit(
     if ctx.config.fail_at == Some(crate::FailPoint::AfterPacks) {
         return Err(IngestError::Injected(crate::FailPoint::AfterPacks));
     }
+    crate::owner::verify(ctx, domain, &head.writer).await?;
     let seg = Segment {
         domain: domain.to_owned(),
         seq: head.seq,
         kind: head.kind,
-        writer: ctx.writer.clone(),
+        writer: head.writer,
         time_start: head.time_start,
         time_end: head.time_end,
         markers: head.markers,
         new_packs: built.packs.iter().map(|(id, _)| *id).collect(),
         disks: built.disks,
     };
-    let bytes = seg.encode()?;
+    let bytes = Bytes::from(seg.encode()?);
     let object_size = bytes.len() as u64;
-    match ctx
-        .store
-        .put_if_absent(&keys::segment_key(domain, seg.seq), Bytes::from(bytes))
-        .await
-    {
+    let key = keys::segment_key(domain, seg.seq);
+    match ctx.store.put_if_absent(&key, bytes.clone()).await {
         Ok(_) => {}
         Err(StoreError::AlreadyExists { .. }) => {
-            return Err(IngestError::SeqTaken {
-                domain: domain.to_owned(),
-                seq: seg.seq,
-            })
+            // A retried request whose first attempt did land finds its own segment;
+            // the bytes (writer, times, packs) cannot match anyone else's.
+            let ours = match ctx.store.get(&key).await {
+                Ok(got) => got.data == bytes,
+                Err(_) => false,
+            };
+            if !ours {
+                return Err(IngestError::SeqTaken {
+                    domain: domain.to_owned(),
+                    seq: seg.seq,
+                });
+            }
         }
         Err(e) => return Err(e.into()),
     }

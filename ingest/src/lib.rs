@@ -11,13 +11,14 @@ mod builder;
 mod chunker;
 mod commit;
 pub mod domain;
+pub mod owner;
 mod uploader;
 pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidemark_format::{FormatError, WriterId};
+use tidemark_format::FormatError;
 use tidemark_objstore::{DynStore, StoreError};
 use tidemark_pitr_index::{Index, IndexError};
 
@@ -72,8 +73,8 @@ pub struct IngestContext {
     pub index: Arc<Index>,
     /// Tuning.
     pub config: IngestConfig,
-    /// Site and ownership generation stamped on every segment written.
-    pub writer: WriterId,
+    /// This site's id: who claims ownership of the domains written to.
+    pub site: String,
 }
 
 /// Errors of the write path, by what a caller can do about them.
@@ -89,9 +90,19 @@ pub enum IngestError {
     /// The request contradicts what is stored (e.g. a disk of another size).
     #[error("conflict: {0}")]
     Conflict(String),
-    /// Another writer committed this seq first; this writer must stop.
+    /// Another writer of the same ownership committed this seq first.
     #[error("seq {seq} of domain {domain} was committed by another writer")]
     SeqTaken { domain: String, seq: u64 },
+    /// Another site owns the domain (it took over, or never handed it to this site):
+    /// this writer must stop; it may still read the domain.
+    #[error(
+        "domain {domain} is owned by site {owner} (generation {generation}); this writer is fenced"
+    )]
+    Fenced {
+        domain: String,
+        owner: String,
+        generation: u64,
+    },
     /// A stored object is damaged.
     #[error("corrupt object {key}: {source}")]
     Corrupt {

@@ -6,14 +6,19 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tidemark_format::{DomainRecord, Marker, SegmentKind, BLOCK_SIZE};
+use tidemark_format::{DomainRecord, Marker, SegmentKind, WriterId, BLOCK_SIZE};
 use tidemark_pitr_index::StateWrite;
 
 use crate::builder::{build_segment, SegmentBuilder};
 use crate::commit::{commit, SegmentHeader};
 use tidemark_pitr_index::sync;
 
+use crate::owner::{self, Ownership};
 use crate::{domain, now_ns, CommittedPoint, IngestContext, IngestError, Result};
+
+/// Seqs a takeover may lose to the previous owner before it gives up; each loss is a
+/// whole segment the old owner built meanwhile, so this is never reached in practice.
+const MAX_FENCE_RACES: u32 = 1000;
 
 /// One write from the protected site.
 #[derive(Clone, Debug)]
@@ -28,10 +33,12 @@ pub struct Write {
     pub time: i64,
 }
 
-/// Writes to one domain's log. One writer per domain per process.
+/// Writes to one domain's log, as its owner. One writer per domain per process.
 pub struct DomainWriter {
     ctx: IngestContext,
     domain: DomainRecord,
+    /// Site and generation stamped on every segment; fixed for the writer's life.
+    writer: WriterId,
     next_seq: u64,
     last_time: i64,
     needs_recovery: bool,
@@ -44,6 +51,7 @@ impl std::fmt::Debug for DomainWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DomainWriter")
             .field("domain", &self.domain.name)
+            .field("writer", &self.writer)
             .field("next_seq", &self.next_seq)
             .field("staged_blocks", &self.staged.len())
             .finish()
@@ -51,26 +59,67 @@ impl std::fmt::Debug for DomainWriter {
 }
 
 impl DomainWriter {
-    /// Opens the writer of an existing domain, first indexing whatever the bucket holds
-    /// beyond the index (a crash after a segment was created but before it was indexed).
+    /// Opens the writer of an existing domain under this site's ownership (claiming
+    /// the domain if nobody owns it yet; `Fenced` if another site does), first indexing
+    /// whatever the bucket holds beyond the index (a crash after a segment was created
+    /// but before it was indexed).
     pub async fn open(ctx: IngestContext, name: &str) -> Result<Self> {
         let rec = domain::open_domain(&ctx, name).await?;
-        let mut w = DomainWriter {
+        let own = owner::claim(&ctx, name).await?;
+        let mut w = DomainWriter::new(ctx, rec, &own);
+        w.recover().await?;
+        Ok(w)
+    }
+
+    /// Takes the domain over for this site (failover, failback): bumps the generation
+    /// in `owner.json`, indexes the whole log, and commits a fence segment, after which
+    /// the previous owner's commits fail with `Fenced`. `expected_generation` makes the
+    /// takeover conditional on the ownership the caller saw; a concurrent takeover by
+    /// another site is `Fenced`. Returns the writer and the fence point.
+    pub async fn take_over(
+        ctx: IngestContext,
+        name: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<(Self, CommittedPoint)> {
+        let rec = domain::open_domain(&ctx, name).await?;
+        let own = owner::take(&ctx, name, expected_generation).await?;
+        let mut w = DomainWriter::new(ctx, rec, &own);
+        // The old owner may still win seqs until it meets the fence; each lost race
+        // means one more of its (acknowledged) points to index before the fence.
+        let mut lost = 0;
+        loop {
+            let fence = w
+                .commit_segment(SegmentKind::Fence, |_| Ok(Vec::new()), Vec::new(), None)
+                .await;
+            match fence {
+                Ok(p) => return Ok((w, p)),
+                Err(IngestError::SeqTaken { .. }) if lost < MAX_FENCE_RACES => lost += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn new(ctx: IngestContext, domain: DomainRecord, own: &Ownership) -> Self {
+        DomainWriter {
             ctx,
-            domain: rec,
+            domain,
+            writer: own.writer(),
             next_seq: 1,
             last_time: i64::MIN,
             needs_recovery: true,
             staged: BTreeMap::new(),
             staged_since: None,
             times: None,
-        };
-        w.recover().await?;
-        Ok(w)
+        }
     }
 
+    /// Indexes the log to its end and checks this writer still owns the domain. The
+    /// order matters: a takeover's fence indexed here is always preceded by its
+    /// `owner.json` change, so a writer that missed the fence still sees the new owner
+    /// and never writes past the fence.
     async fn recover(&mut self) -> Result<()> {
         sync::catch_up(&self.ctx.store, &self.ctx.index, &self.domain).await?;
+        owner::verify(&self.ctx, &self.domain.name, &self.writer).await?;
         let last = self.ctx.index.last_segment(&self.domain.name)?;
         self.next_seq = last.as_ref().map_or(1, |m| m.seq + 1);
         self.last_time = last.map_or(i64::MIN, |m| m.time_end);
@@ -81,6 +130,11 @@ impl DomainWriter {
     /// The domain written to.
     pub fn domain(&self) -> &DomainRecord {
         &self.domain
+    }
+
+    /// The site and generation this writer stamps on its segments.
+    pub fn writer(&self) -> &WriterId {
+        &self.writer
     }
 
     /// The seq the next seal will claim.
@@ -181,14 +235,16 @@ impl DomainWriter {
             }
             Ok(Vec::new())
         };
-        let p = self.commit_feed(feed, markers, (t0, t1)).await?;
+        let p = self
+            .commit_segment(SegmentKind::Delta, feed, markers, Some((t0, t1)))
+            .await?;
         self.staged.clear();
         self.staged_since = None;
         self.times = None;
         Ok(p)
     }
 
-    /// Builds and commits one segment from `feed` (which may also return state to
+    /// Builds and commits one delta segment from `feed` (which may also return state to
     /// commit with it). On failure nothing staged is dropped, and the next commit first
     /// re-reads the log, so a seq another writer or a half-done commit took is skipped.
     pub(crate) async fn commit_feed<F>(
@@ -200,12 +256,32 @@ impl DomainWriter {
     where
         F: FnOnce(&mut SegmentBuilder) -> Result<Vec<StateWrite>> + Send + 'static,
     {
+        self.commit_segment(SegmentKind::Delta, feed, markers, Some(times))
+            .await
+    }
+
+    /// Commits one segment of `kind`; `times` of `None` means now. A seq that turns out
+    /// taken is checked against `owner.json`: `Fenced` if another site took over.
+    async fn commit_segment<F>(
+        &mut self,
+        kind: SegmentKind,
+        feed: F,
+        markers: Vec<Marker>,
+        times: Option<(i64, i64)>,
+    ) -> Result<CommittedPoint>
+    where
+        F: FnOnce(&mut SegmentBuilder) -> Result<Vec<StateWrite>> + Send + 'static,
+    {
         if self.needs_recovery {
             self.recover().await?;
         }
         for m in &markers {
             tidemark_format::names::validate_name("marker", &m.name)?;
         }
+        let times = times.unwrap_or_else(|| {
+            let now = now_ns();
+            (now, now)
+        });
         // Points are ordered in time as in seq, whatever the writers' clocks say.
         let time_end = times.1.max(self.last_time);
         let time_start = times.0.min(time_end);
@@ -213,7 +289,8 @@ impl DomainWriter {
             let (built, state) = build_segment(&self.ctx, &self.domain.name, feed).await?;
             let head = SegmentHeader {
                 seq: self.next_seq,
-                kind: SegmentKind::Delta,
+                writer: self.writer.clone(),
+                kind,
                 time_start,
                 time_end,
                 markers,
@@ -226,6 +303,10 @@ impl DomainWriter {
                 self.next_seq = p.seq + 1;
                 self.last_time = p.time;
                 Ok(p)
+            }
+            Err(e @ IngestError::SeqTaken { .. }) => {
+                self.needs_recovery = true;
+                Err(owner::check_still_owner(&self.ctx, &self.domain.name, &self.writer, e).await)
             }
             Err(e) => {
                 self.needs_recovery = true;

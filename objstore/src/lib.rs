@@ -2,8 +2,8 @@
 //! backends (local directory, in-memory) and the conformance suite they all pass.
 //!
 //! Keys are `/`-separated relative paths such as `domains/d1/log/0000000000000001.seg`.
-//! A store is rooted at a location (a directory, later a bucket + prefix); keys are
-//! relative to that root.
+//! A store is rooted at a location (a directory, or a bucket/container and a key
+//! prefix); keys are relative to that root.
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -12,15 +12,24 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod conformance;
 mod key;
 mod local;
+pub mod location;
 mod memory;
+pub mod metered;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod url;
 
 pub use key::validate_key;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use metered::{MeteredStore, StoreCounts};
+#[cfg(feature = "s3")]
+pub use s3::{S3Config, S3Store};
 pub use url::open_store;
 
 /// An opaque version tag of an object's current content, as returned by writes and reads.

@@ -7,9 +7,11 @@ use crate::{DynStore, LocalStore, MemoryStore, Result, StoreError};
 
 /// Opens the store named by `url`.
 ///
-/// Accepted forms: `file:///absolute/path`, a plain filesystem path (no scheme), and
-/// `memory:` (a fresh, empty in-memory store). Other schemes are reported as not
-/// supported.
+/// Accepted forms: `file:///absolute/path`, a plain filesystem path (no scheme),
+/// `memory:` (a fresh, empty in-memory store), `s3://bucket/prefix?options` (see
+/// [`crate::S3Config::from_url`]) and `az://container/prefix?options` (see
+/// [`crate::azure::AzureStore::from_url`]). Remote stores contact nothing until their
+/// first operation.
 pub fn open_store(url: &str) -> Result<DynStore> {
     let url = url.trim();
     if url.is_empty() {
@@ -28,15 +30,26 @@ pub fn open_store(url: &str) -> Result<DynStore> {
             }
             Ok(Arc::new(MemoryStore::new()))
         }
-        // Remote backends land here as they are added.
-        "s3" | "az" | "azure" | "gs" | "gcs" | "http" | "https" => Err(StoreError::Config(
-            format!("store location {url:?}: scheme `{scheme}` is not supported yet"),
-        )),
+        #[cfg(feature = "s3")]
+        "s3" => Ok(Arc::new(crate::S3Store::from_url(url)?)),
+        #[cfg(feature = "azure")]
+        "az" => Ok(Arc::new(crate::azure::AzureStore::from_url(url)?)),
+        #[cfg(not(feature = "s3"))]
+        "s3" => Err(no_backend(url, scheme)),
+        #[cfg(not(feature = "azure"))]
+        "az" => Err(no_backend(url, scheme)),
         _ => Err(StoreError::Config(format!(
-            "store location {url:?}: unknown scheme `{scheme}` (expected file://, memory: \
-             or a path)"
+            "store location {url:?}: unknown scheme `{scheme}` (expected file://, s3://, \
+             az://, memory: or a path)"
         ))),
     }
+}
+
+#[cfg(not(all(feature = "s3", feature = "azure")))]
+fn no_backend(url: &str, scheme: &str) -> StoreError {
+    StoreError::Config(format!(
+        "store location {url:?}: this build of tidemark has no `{scheme}` backend"
+    ))
 }
 
 /// Splits `scheme:rest` when `url` has a URL scheme. A scheme is recognised only when
@@ -93,8 +106,10 @@ mod tests {
         open_store(q.to_str().expect("utf-8 path")).expect("plain path");
         assert!(q.join(".locks").is_dir());
         open_store("memory:").expect("memory");
-        assert!(config_err("s3://bucket/prefix").contains("not supported yet"));
-        assert!(config_err("az://container/prefix").contains("not supported yet"));
+        open_store("s3://bucket/prefix?endpoint=http://127.0.0.1:1").expect("s3 URL");
+        assert!(config_err("s3://Bad_Bucket/x").contains("bucket name"));
+        assert!(config_err("s3://bucket?part_size=1MiB").contains("5 MiB"));
+        assert!(config_err("s3://bucket?colour=red").contains("unknown option"));
         assert!(config_err("ftp://x").contains("unknown scheme"));
         assert!(config_err("file://host/x").contains("absolute"));
         assert!(config_err("file://relative").contains("absolute"));

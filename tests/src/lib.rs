@@ -8,11 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tidemark_format::{DiskSpec, DomainRecord, Marker, WriterId, BLOCK_SIZE};
+use tidemark_format::{DiskSpec, DomainRecord, Marker, BLOCK_SIZE};
 use tidemark_ingest::{IngestConfig, IngestContext, Write};
 use tidemark_objstore::{DynStore, LocalStore};
 use tidemark_pitr_index::Index;
 use tidemark_rehydrator::{restore_disk, RestoreOptions, RestoreProgress};
+
+mod backend;
+pub use backend::Backend;
 
 /// Block size as usize.
 pub const BS: usize = BLOCK_SIZE as usize;
@@ -39,7 +42,7 @@ impl Model {
     }
 }
 
-/// A site in a temporary directory: local store, index, write path.
+/// A site in a temporary directory: a store, an index, a write path.
 pub struct TestSite {
     /// Keeps the directory alive.
     pub dir: tempfile::TempDir,
@@ -47,15 +50,42 @@ pub struct TestSite {
     pub store: DynStore,
     /// The index.
     pub index: Arc<Index>,
+    /// Site id stamped on what it writes.
+    pub site: String,
 }
 
 impl TestSite {
-    /// A fresh site.
+    /// A fresh site on a local store.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: DynStore = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
+        Self::with_store(dir, store, "test-site")
+    }
+
+    /// A fresh site on a fresh store of `backend`.
+    pub async fn on(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = backend.fresh_store(dir.path()).await;
+        Self::with_store(dir, store, "test-site")
+    }
+
+    /// Another site (own directory and index) sharing this site's store.
+    pub fn peer(&self, site: &str) -> Self {
+        Self::with_store(
+            tempfile::tempdir().expect("tempdir"),
+            self.store.clone(),
+            site,
+        )
+    }
+
+    fn with_store(dir: tempfile::TempDir, store: DynStore, site: &str) -> Self {
         let index = Arc::new(Index::open(&dir.path().join("index")).expect("index"));
-        TestSite { dir, store, index }
+        TestSite {
+            dir,
+            store,
+            index,
+            site: site.to_owned(),
+        }
     }
 
     /// A second index over the same bucket (as another site or after losing the index).
@@ -69,10 +99,7 @@ impl TestSite {
             store: self.store.clone(),
             index: self.index.clone(),
             config,
-            writer: WriterId {
-                site: "test-site".into(),
-                generation: 0,
-            },
+            site: self.site.clone(),
         }
     }
 

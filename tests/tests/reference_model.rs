@@ -10,8 +10,8 @@ use tidemark_tests::*;
 
 /// Random histories over three disks: overwrites, zero writes, copies, markers,
 /// segments sealed by size, by age, by marker and by flush.
-async fn run_history(seed: u64) {
-    let site = TestSite::new();
+async fn run_history(seed: u64, backend: Backend) {
+    let site = TestSite::on(backend).await;
     let sizes = [2 << 20, (1 << 20) + 3 * BS as u64, 512 << 10];
     let mut cfg = small_config();
     cfg.seal_age = Duration::from_millis(5);
@@ -132,6 +132,20 @@ async fn check_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_point_of_random_histories_restores_exactly() {
     for seed in 1..=6 {
-        run_history(seed).await;
+        run_history(seed, Backend::Local).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_point_of_random_histories_restores_exactly_on_s3() {
+    for seed in 11..=12 {
+        run_history(seed, Backend::S3).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_point_of_random_histories_restores_exactly_on_azure() {
+    for seed in 21..=22 {
+        run_history(seed, Backend::Azure).await;
     }
 }

@@ -1,5 +1,6 @@
 //! The CLI commands, each working on the local data directory.
 
+mod owner;
 mod points;
 mod protect;
 mod restore;
@@ -16,6 +17,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Protect(a) => protect::run(&site, a).await,
         Command::Points(a) => points::run(&site, a).await,
         Command::Restore(a) => restore::run(&site, a).await,
+        Command::Owner(a) => owner::run(&site, a).await,
         Command::Index(IndexCommand::Rebuild(a)) => {
             let r = sync::rebuild(&site.store, &site.index, &a.domain).await?;
             println!(
@@ -25,7 +27,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify(a) => {
-            let r = tidemark_rehydrator::verify::verify_domain(&site.store, &a.domain).await?;
+            let known = site.index.last_seq(&a.domain)?;
+            let r =
+                tidemark_rehydrator::verify::verify_domain(&site.store, &a.domain, known).await?;
             let damaged: Vec<_> = r
                 .damaged
                 .iter()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use tidemark_objstore::{DynStore, MeteredStore};
 use tidemark_pitr_index::{format_time, PointSpec};
 use tidemark_rehydrator::{restore_disk, RestoreOptions, RestoreProgress};
 
@@ -51,8 +52,11 @@ pub async fn run(site: &Site, a: RestoreArgs) -> anyhow::Result<()> {
         concurrency: a.concurrency.max(1),
         ..RestoreOptions::default()
     };
+    // Every request the restore makes, segments and pack tails included.
+    let metered = MeteredStore::new(site.store.clone());
+    let store: DynStore = Arc::new(metered.clone());
     let result = restore_disk(
-        &site.store,
+        &store,
         &site.index,
         &a.domain,
         &a.disk,
@@ -80,6 +84,7 @@ pub async fn run(site: &Site, a: RestoreArgs) -> anyhow::Result<()> {
                 "domain": a.domain, "disk": a.disk, "seq": r.seq, "time": time,
                 "out": a.out.display().to_string(), "disk_size": r.disk_size, "data_bytes": r.data_bytes,
                 "segments": r.segments, "chunks": r.chunks, "requests": r.requests, "fetched_bytes": r.fetched_bytes,
+                "store_requests": metered.counts().requests(), "store_bytes_read": metered.counts().bytes_read,
             })
         );
     }

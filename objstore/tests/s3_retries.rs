@@ -1,0 +1,170 @@
+//! The S3 backend retries throttling (503 SlowDown) and server errors (500): a proxy in
+//! front of the real S3 server answers every other request with one of them, and every
+//! operation still succeeds with the right result.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tidemark_objstore::{ObjectStore, S3Config, S3Store, StoreError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Counts what the proxy did.
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Reads one HTTP/1.1 request (head and a Content-Length body) from `conn`.
+async fn read_request(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut byte = [0u8; 4096];
+        let n = conn.read(&mut byte).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let mut chunk = vec![0u8; len - body.len()];
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((head, body))
+}
+
+/// Serves one connection: every other request gets a retryable error, the rest go to
+/// `upstream` (one request per upstream connection, so responses need no parsing).
+async fn serve(mut conn: TcpStream, upstream: String, counts: Arc<Counts>) {
+    let Some((head, body)) = read_request(&mut conn).await else {
+        return;
+    };
+    let n = counts.requests.fetch_add(1, Ordering::SeqCst);
+    if n.is_multiple_of(2) {
+        counts.failed.fetch_add(1, Ordering::SeqCst);
+        let (status, code) = if n.is_multiple_of(4) {
+            ("503 Slow Down", "SlowDown")
+        } else {
+            ("500 Internal Server Error", "InternalError")
+        };
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+             <Message>injected</Message></Error>"
+        );
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{xml}",
+            xml.len()
+        );
+        let _ = conn.write_all(reply.as_bytes()).await;
+        return;
+    }
+    let mut rewritten: String = head
+        .trim_end()
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    rewritten.push_str("Connection: close\r\n\r\n");
+    let Ok(mut up) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    if up.write_all(rewritten.as_bytes()).await.is_err() || up.write_all(&body).await.is_err() {
+        return;
+    }
+    let mut response = Vec::new();
+    if up.read_to_end(&mut response).await.is_ok() {
+        let _ = conn.write_all(&response).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried() {
+    let endpoint = std::env::var("TIDEMARK_TEST_S3_ENDPOINT")
+        .expect("set TIDEMARK_TEST_S3_ENDPOINT; scripts/test.sh starts moto and sets it");
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let bucket = format!("tdmk-retry-{:08x}", rand::random::<u32>());
+    let mut direct = S3Config::new(bucket.clone());
+    direct.endpoint = Some(endpoint.clone());
+    direct.path_style = true;
+    S3Store::new(direct.clone())
+        .expect("config")
+        .create_bucket_if_missing()
+        .await
+        .expect("create bucket");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(serve(conn, upstream.clone(), c.clone()));
+        }
+    });
+
+    let mut cfg = direct;
+    cfg.endpoint = Some(format!("http://{addr}"));
+    // Streaming checksums would send aws-chunked bodies this small proxy cannot frame.
+    cfg.checksums_when_required = true;
+    let store = S3Store::new(cfg).expect("config");
+    let data = Bytes::from_static(b"retried until it worked");
+    let put = store
+        .put("a/obj", data.clone())
+        .await
+        .expect("put through errors");
+    let got = store.get("a/obj").await.expect("get through errors");
+    assert_eq!(got.data, data);
+    assert_eq!(got.etag, put.etag);
+    assert_eq!(
+        store.get_range("a/obj", 8..13).await.expect("range"),
+        Bytes::from_static(b"until")
+    );
+    store
+        .put_if_absent("a/seg", data.clone())
+        .await
+        .expect("create-only through errors");
+    assert!(matches!(
+        store.put_if_absent("a/seg", data.clone()).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let listed = store
+        .list_all("a/", None)
+        .await
+        .expect("list through errors");
+    assert_eq!(listed.len(), 2);
+    store.delete("a/obj").await.expect("delete through errors");
+    assert!(matches!(
+        store.head("a/obj").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let failed = counts.failed.load(Ordering::SeqCst);
+    let total = counts.requests.load(Ordering::SeqCst);
+    assert!(failed >= 8, "only {failed} of {total} requests were failed");
+    assert!(
+        total >= 2 * failed - 1,
+        "{failed} failures, {total} requests"
+    );
+}
