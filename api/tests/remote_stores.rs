@@ -170,6 +170,18 @@ fn qemu_img_compare(a: &Path, b: &Path) {
     );
 }
 
+/// `owner --take-over` of domain `web`, conditioned on `generation`.
+fn take_over(generation: &str) -> [&str; 6] {
+    [
+        "owner",
+        "--domain",
+        "web",
+        "--take-over",
+        "--expected-generation",
+        generation,
+    ]
+}
+
 fn protect_restore_and_fence(remote: Remote) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = |n: &str| -> PathBuf { dir.path().join(n) };
@@ -242,32 +254,12 @@ fn protect_restore_and_fence(remote: Remote) {
     );
     assert_eq!(code, 6, "a non-owner's protect: {err}");
     assert!(err.contains("fenced") && err.contains(&a_id), "{err}");
-    let (code, err) = remote.fails(
-        &site_b,
-        &[
-            "owner",
-            "--domain",
-            "web",
-            "--take-over",
-            "--expected-generation",
-            "7",
-        ],
-    );
+    let (code, err) = remote.fails(&site_b, &take_over("7"));
     assert_eq!(
         code, 6,
         "takeover from a generation that is not current: {err}"
     );
-    let took = remote.ok(
-        &site_b,
-        &[
-            "owner",
-            "--domain",
-            "web",
-            "--take-over",
-            "--expected-generation",
-            "1",
-        ],
-    );
+    let took = remote.ok(&site_b, &take_over("1"));
     assert_eq!(took["generation"], 2, "{took}");
     assert_eq!(took["fence_seq"], 3, "{took}");
     let (code, err) = remote.fails(

@@ -200,13 +200,22 @@ impl AzureStore {
     /// environment (see [`AzureConfig::from_env`]); `endpoint` overrides
     /// `TIDEMARK_AZURE_ENDPOINT` and the connection string's endpoint.
     pub fn from_url(url: &str) -> Result<Self> {
-        let location = config::parse_location(url)?;
-        let config = config::from_lookup(
-            location.container,
-            location.prefix,
-            location.endpoint,
-            &|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()),
-        )?;
+        let location = crate::location::Location::parse(url, "az")?;
+        let mut endpoint = None;
+        for (name, value) in location.options {
+            match name.as_str() {
+                "endpoint" if !value.is_empty() => endpoint = Some(value),
+                _ => {
+                    return Err(StoreError::Config(format!(
+                        "store location {url:?}: unknown option {name:?} for az:// \
+                         (only endpoint=URL is accepted)"
+                    )))
+                }
+            }
+        }
+        let config = config::from_lookup(location.container, location.prefix, endpoint, &|name| {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        })?;
         Self::new(config)
     }
 

@@ -70,6 +70,23 @@ pub struct ListPage {
     pub next_start_after: Option<String>,
 }
 
+impl ListPage {
+    /// A page from up to `max + 1` objects in key order, listed one beyond the page so
+    /// that the extra one tells whether another page follows.
+    pub fn from_overfetch(mut objects: Vec<ObjectMeta>, max: usize) -> Self {
+        let next_start_after = if objects.len() > max {
+            objects.truncate(max);
+            objects.last().map(|o| o.key.clone())
+        } else {
+            None
+        };
+        ListPage {
+            objects,
+            next_start_after,
+        }
+    }
+}
+
 /// Errors a caller can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -465,17 +465,8 @@ impl Inner {
         };
         walk.dir(&base, &key_base, partial)
             .map_err(|e| io_err(prefix, e))?;
-        let mut objects = walk.out;
-        let next_start_after = if objects.len() > max {
-            objects.truncate(max);
-            objects.last().map(|o| o.key.clone())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            objects,
-            next_start_after,
-        })
+        let objects = walk.out;
+        Ok(ListPage::from_overfetch(objects, max))
     }
 }
 

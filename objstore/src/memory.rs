@@ -146,7 +146,7 @@ impl ObjectStore for MemoryStore {
             _ => Bound::Included(prefix),
         };
         let inner = self.lock();
-        let mut objects: Vec<ObjectMeta> = inner
+        let objects: Vec<ObjectMeta> = inner
             .objects
             .range::<str, _>((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
@@ -156,16 +156,7 @@ impl ObjectStore for MemoryStore {
                 size: data.len() as u64,
             })
             .collect();
-        let next_start_after = if objects.len() > max {
-            objects.truncate(max);
-            objects.last().map(|o| o.key.clone())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            objects,
-            next_start_after,
-        })
+        Ok(ListPage::from_overfetch(objects, max))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

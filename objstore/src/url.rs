@@ -110,6 +110,8 @@ mod tests {
         assert!(config_err("s3://Bad_Bucket/x").contains("bucket name"));
         assert!(config_err("s3://bucket?part_size=1MiB").contains("5 MiB"));
         assert!(config_err("s3://bucket?colour=red").contains("unknown option"));
+        assert!(config_err("az://container?colour=red").contains("unknown option"));
+        assert!(config_err("az:///prefix").contains("container name is missing"));
         assert!(config_err("ftp://x").contains("unknown scheme"));
         assert!(config_err("file://host/x").contains("absolute"));
         assert!(config_err("file://relative").contains("absolute"));

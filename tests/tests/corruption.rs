@@ -91,18 +91,7 @@ async fn flipped_bytes_and_missing_objects_fail_restores_and_verify() {
                 "flip at {pos} of {} went unnoticed by every restore",
                 o.key
             );
-            let report = verify_domain(
-                &site.store,
-                "bad",
-                site.index.last_seq("bad").expect("index"),
-            )
-            .await
-            .expect("verify");
-            assert!(
-                report.damaged.iter().any(|(k, _)| k == &o.key),
-                "verify missed a flip at {pos} of {}",
-                o.key
-            );
+            verify_names(&site, &o.key, &format!("a flip at {pos}")).await;
         }
         site.store
             .put(&o.key, original.clone())
@@ -115,18 +104,7 @@ async fn flipped_bytes_and_missing_objects_fail_restores_and_verify() {
         } else {
             assert!(restore_all().await > 0, "missing {} went unnoticed", o.key);
         }
-        let report = verify_domain(
-            &site.store,
-            "bad",
-            site.index.last_seq("bad").expect("index"),
-        )
-        .await
-        .expect("verify");
-        assert!(
-            report.damaged.iter().any(|(k, _)| k == &o.key),
-            "verify missed that {} is missing",
-            o.key
-        );
+        verify_names(&site, &o.key, "that it is missing").await;
         site.store
             .put(&o.key, original)
             .await
@@ -142,4 +120,16 @@ async fn flipped_bytes_and_missing_objects_fail_restores_and_verify() {
     .expect("verify")
     .damaged
     .is_empty());
+}
+
+/// `tidemark verify` (with the index's newest seq) names `key` as damaged.
+async fn verify_names(site: &TestSite, key: &str, what: &str) {
+    let known = site.index.last_seq("bad").expect("index");
+    let report = verify_domain(&site.store, "bad", known)
+        .await
+        .expect("verify");
+    assert!(
+        report.damaged.iter().any(|(k, _)| k == key),
+        "verify missed {what} of {key}"
+    );
 }

@@ -1,7 +1,10 @@
 //! `tidemark protect`.
 
+use std::sync::Arc;
+
 use tidemark_format::Marker;
 use tidemark_ingest::agent::{protect, DiskSource};
+use tidemark_objstore::MeteredStore;
 use tidemark_pitr_index::format_time;
 
 use crate::cli::ProtectArgs;
@@ -17,7 +20,11 @@ pub async fn run(site: &Site, a: ProtectArgs) -> anyhow::Result<()> {
         name,
         known_good: a.known_good,
     });
-    let r = protect(&site.ingest(), &a.domain, &disks, marker).await?;
+    let metered = MeteredStore::new(site.store.clone());
+    let mut ctx = site.ingest();
+    ctx.store = Arc::new(metered.clone());
+    let r = protect(&ctx, &a.domain, &disks, marker).await?;
+    let counts = metered.counts();
     println!(
         "{}",
         serde_json::json!({
@@ -27,6 +34,8 @@ pub async fn run(site: &Site, a: ProtectArgs) -> anyhow::Result<()> {
             "new_bytes": r.new_bytes,
             "changed_bytes": r.changed_bytes,
             "logical_bytes": r.logical_bytes,
+            "store_requests": counts.requests(),
+            "store_bytes_written": counts.bytes_written,
         })
     );
     Ok(())

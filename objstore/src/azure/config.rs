@@ -294,74 +294,6 @@ pub(super) fn from_lookup(
     Ok(config)
 }
 
-/// The parts of an `az://container/prefix?endpoint=...` location.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Location {
-    pub container: String,
-    pub prefix: String,
-    pub endpoint: Option<String>,
-}
-
-/// Parses `az://container[/prefix][?endpoint=URL]` (also `azure://`).
-pub(super) fn parse_location(url: &str) -> Result<Location> {
-    let bad = |why: &str| StoreError::Config(format!("Azure store location {url:?}: {why}"));
-    let rest = url
-        .trim()
-        .strip_prefix("az://")
-        .or_else(|| url.trim().strip_prefix("azure://"))
-        .ok_or_else(|| bad("expected az://container/prefix"))?;
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    let (container, prefix) = match path.split_once('/') {
-        Some((c, p)) => (c, p.trim_end_matches('/')),
-        None => (path, ""),
-    };
-    if container.is_empty() {
-        return Err(bad("no container name"));
-    }
-    let mut endpoint = None;
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some(("endpoint", value)) if !value.is_empty() => {
-                endpoint = Some(percent_decode(value).ok_or_else(|| bad("bad %-escape"))?);
-            }
-            _ => {
-                return Err(bad(&format!(
-                    "unknown query parameter {pair:?} (only endpoint=URL is accepted)"
-                )))
-            }
-        }
-    }
-    Ok(Location {
-        container: container.to_owned(),
-        prefix: prefix.to_owned(),
-        endpoint,
-    })
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Container names: 3–63 characters of lowercase letters, digits and single hyphens,
 /// starting and ending with a letter or digit.
 fn validate_container(name: &str) -> Result<()> {
@@ -547,37 +479,6 @@ mod tests {
             msg.contains(ENV_CONNECTION_STRING) && msg.contains(ENV_ACCOUNT),
             "{msg}"
         );
-    }
-
-    #[test]
-    fn locations() {
-        assert_eq!(
-            parse_location("az://box").expect("plain"),
-            Location {
-                container: "box".into(),
-                prefix: String::new(),
-                endpoint: None
-            }
-        );
-        assert_eq!(
-            parse_location("az://box/a/b/?endpoint=http%3A%2F%2F127.0.0.1%3A10000%2Fdev")
-                .expect("full"),
-            Location {
-                container: "box".into(),
-                prefix: "a/b".into(),
-                endpoint: Some("http://127.0.0.1:10000/dev".into())
-            }
-        );
-        assert_eq!(
-            parse_location("azure://box/p?endpoint=http://h:1/acct")
-                .expect("unescaped endpoint")
-                .endpoint
-                .as_deref(),
-            Some("http://h:1/acct")
-        );
-        assert!(config_err(parse_location("az:///p")).contains("container"));
-        assert!(config_err(parse_location("s3://b")).contains("az://"));
-        assert!(config_err(parse_location("az://b?key=x")).contains("unknown query"));
     }
 
     #[test]

@@ -108,15 +108,6 @@ impl AzureStore {
                 page_size = MAX_LIST_PAGE;
             }
         }
-        let next_start_after = if objects.len() > max {
-            objects.truncate(max);
-            objects.last().map(|o| o.key.clone())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            objects,
-            next_start_after,
-        })
+        Ok(ListPage::from_overfetch(objects, max))
     }
 }

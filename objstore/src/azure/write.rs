@@ -88,13 +88,12 @@ impl AzureStore {
         let blob = self.blob(key)?;
         let op = cond.op();
         let large = data.len() as u64 > self.inner.block_threshold;
-        if large {
+        if large && !matches!(cond, Cond::Always) {
             // Staged blocks carry no condition, only the commit does: check first so a
             // write that cannot succeed does not upload megabytes in vain.
             let current = self.current(&blob, key, op).await?.map(|(etag, _)| etag);
             let hopeless = match cond {
-                Cond::Always => false,
-                Cond::Absent => current.is_some(),
+                Cond::Always | Cond::Absent => current.is_some(),
                 Cond::Match(expected) => current.as_deref() != Some(expected.0.as_str()),
             };
             if hopeless {
