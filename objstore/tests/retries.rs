@@ -1,11 +1,14 @@
-//! The S3 backend retries throttling (503 SlowDown) and server errors (500): a proxy in
-//! front of the real S3 server answers every other request with one of them, and every
-//! operation still succeeds with the right result.
+//! The S3 and Azure backends retry throttling (503) and server errors (500): a proxy in
+//! front of the real server answers every other request with one of them, in the
+//! vendor's error format, and every operation still succeeds with the right result.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use std::time::Duration;
+
+use tidemark_objstore::azure::{AzureConfig, AzureStore};
 use tidemark_objstore::{ObjectStore, S3Config, S3Store, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +19,22 @@ struct Counts {
     requests: AtomicU64,
     failed: AtomicU64,
 }
+
+/// The error codes a backend's service uses for throttling and for a server error.
+struct Faults {
+    throttled: &'static str,
+    internal: &'static str,
+}
+
+const S3_FAULTS: Faults = Faults {
+    throttled: "SlowDown",
+    internal: "InternalError",
+};
+
+const AZURE_FAULTS: Faults = Faults {
+    throttled: "ServerBusy",
+    internal: "InternalError",
+};
 
 /// Reads one HTTP/1.1 request (head and a Content-Length body) from `conn`.
 async fn read_request(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
@@ -54,7 +73,7 @@ async fn read_request(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
 
 /// Serves one connection: every other request gets a retryable error, the rest go to
 /// `upstream` (one request per upstream connection, so responses need no parsing).
-async fn serve(mut conn: TcpStream, upstream: String, counts: Arc<Counts>) {
+async fn serve(mut conn: TcpStream, upstream: String, faults: &Faults, counts: Arc<Counts>) {
     let Some((head, body)) = read_request(&mut conn).await else {
         return;
     };
@@ -62,9 +81,9 @@ async fn serve(mut conn: TcpStream, upstream: String, counts: Arc<Counts>) {
     if n.is_multiple_of(2) {
         counts.failed.fetch_add(1, Ordering::SeqCst);
         let (status, code) = if n.is_multiple_of(4) {
-            ("503 Slow Down", "SlowDown")
+            ("503 Service Unavailable", faults.throttled)
         } else {
-            ("500 Internal Server Error", "InternalError")
+            ("500 Internal Server Error", faults.internal)
         };
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
@@ -72,7 +91,7 @@ async fn serve(mut conn: TcpStream, upstream: String, counts: Arc<Counts>) {
         );
         let reply = format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{xml}",
+             x-ms-error-code: {code}\r\nConnection: close\r\n\r\n{xml}",
             xml.len()
         );
         let _ = conn.write_all(reply.as_bytes()).await;
@@ -97,39 +116,20 @@ async fn serve(mut conn: TcpStream, upstream: String, counts: Arc<Counts>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_and_server_errors_are_retried() {
-    let endpoint = std::env::var("TIDEMARK_TEST_S3_ENDPOINT")
-        .expect("set TIDEMARK_TEST_S3_ENDPOINT; scripts/test.sh starts moto and sets it");
-    let upstream = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let bucket = format!("tdmk-retry-{:08x}", rand::random::<u32>());
-    let mut direct = S3Config::new(bucket.clone());
-    direct.endpoint = Some(endpoint.clone());
-    direct.path_style = true;
-    S3Store::new(direct.clone())
-        .expect("config")
-        .create_bucket_if_missing()
-        .await
-        .expect("create bucket");
-
+/// Starts the proxy in front of `upstream` (`host:port`); returns its address.
+async fn start_proxy(upstream: String, faults: &'static Faults, counts: Arc<Counts>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let counts = Arc::new(Counts::default());
-    let c = counts.clone();
     tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
-            tokio::spawn(serve(conn, upstream.clone(), c.clone()));
+            tokio::spawn(serve(conn, upstream.clone(), faults, counts.clone()));
         }
     });
+    addr.to_string()
+}
 
-    let mut cfg = direct;
-    cfg.endpoint = Some(format!("http://{addr}"));
-    // Streaming checksums would send aws-chunked bodies this small proxy cannot frame.
-    cfg.checksums_when_required = true;
-    let store = S3Store::new(cfg).expect("config");
+/// Every kind of operation, each through at least one injected failure.
+async fn exercise(store: &dyn ObjectStore, counts: &Counts) {
     let data = Bytes::from_static(b"retried until it worked");
     let put = store
         .put("a/obj", data.clone())
@@ -167,4 +167,53 @@ async fn throttling_and_server_errors_are_retried() {
         total >= 2 * failed - 1,
         "{failed} failures, {total} requests"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_retries_throttling_and_server_errors() {
+    let endpoint = std::env::var("TIDEMARK_TEST_S3_ENDPOINT")
+        .expect("set TIDEMARK_TEST_S3_ENDPOINT; scripts/test.sh starts moto and sets it");
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let bucket = format!("tdmk-retry-{:08x}", rand::random::<u32>());
+    let mut direct = S3Config::new(bucket);
+    direct.endpoint = Some(endpoint);
+    direct.path_style = true;
+    S3Store::new(direct.clone())
+        .expect("config")
+        .create_bucket_if_missing()
+        .await
+        .expect("create bucket");
+    let counts = Arc::new(Counts::default());
+    let proxy = start_proxy(upstream, &S3_FAULTS, counts.clone()).await;
+    let mut cfg = direct;
+    cfg.endpoint = Some(format!("http://{proxy}"));
+    // Streaming checksums would send aws-chunked bodies this small proxy cannot frame.
+    cfg.checksums_when_required = true;
+    exercise(&S3Store::new(cfg).expect("config"), &counts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_retries_throttling_and_server_errors() {
+    let cs = std::env::var("TIDEMARK_TEST_AZURE_CONNECTION_STRING").expect(
+        "set TIDEMARK_TEST_AZURE_CONNECTION_STRING; scripts/test.sh starts Azurite and sets it",
+    );
+    let container = format!("tdmk-retry-{:08x}", rand::random::<u32>());
+    let direct = AzureConfig::from_connection_string(&cs, container).expect("config");
+    AzureStore::new(direct.clone())
+        .expect("store")
+        .create_container_if_missing()
+        .await
+        .expect("create container");
+    let endpoint = direct.endpoint.clone().expect("Azurite endpoint");
+    let rest = endpoint.trim_start_matches("http://");
+    let (upstream, account_path) = rest.split_once('/').unwrap_or((rest, ""));
+    let counts = Arc::new(Counts::default());
+    let proxy = start_proxy(upstream.to_owned(), &AZURE_FAULTS, counts.clone()).await;
+    let mut cfg = direct;
+    cfg.endpoint = Some(format!("http://{proxy}/{account_path}"));
+    cfg.retry.initial_delay = Duration::from_millis(20);
+    exercise(&AzureStore::new(cfg).expect("store"), &counts).await;
 }
