@@ -74,10 +74,7 @@ pub(crate) async fn commit(
         Err(StoreError::AlreadyExists { .. }) => {
             // A retried request whose first attempt did land finds its own segment;
             // the bytes (writer, times, packs) cannot match anyone else's.
-            let ours = match ctx.store.get(&key).await {
-                Ok(got) => got.data == bytes,
-                Err(_) => false,
-            };
+            let ours = ctx.store.get(&key).await?.data == bytes;
             if !ours {
                 return Err(IngestError::SeqTaken {
                     domain: domain.to_owned(),

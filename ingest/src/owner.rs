@@ -110,10 +110,14 @@ pub(crate) async fn take(
             record,
             etag: put.etag,
         }),
-        Err(StoreError::PreconditionFailed { .. }) => Err(match read_owner(ctx, domain).await? {
-            Some(own) => fenced(domain, &own.record),
-            None => IngestError::Conflict(format!("owner.json of {domain} vanished")),
-        }),
+        Err(StoreError::PreconditionFailed { .. }) => match read_owner(ctx, domain).await? {
+            // Our own write, whose answer was lost before a retry.
+            Some(own) if own.record == record => Ok(own),
+            Some(own) => Err(fenced(domain, &own.record)),
+            None => Err(IngestError::Conflict(format!(
+                "owner.json of {domain} vanished"
+            ))),
+        },
         Err(e) => Err(e.into()),
     }
 }

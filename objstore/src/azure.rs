@@ -93,8 +93,9 @@ impl AzureStore {
     pub fn new(config: AzureConfig) -> Result<Self> {
         let prefix = config.validate()?;
         let endpoint = config.endpoint_or_default()?;
+        let shown = crate::location::redact(&endpoint);
         let bad_endpoint =
-            |why: &str| StoreError::Config(format!("Azure blob endpoint {endpoint:?}: {why}"));
+            |why: &str| StoreError::Config(format!("Azure blob endpoint {shown:?}: {why}"));
         let endpoint_url = Url::parse(&endpoint).map_err(|e| bad_endpoint(&e.to_string()))?;
         let https = match endpoint_url.scheme() {
             "https" => true,
@@ -207,8 +208,9 @@ impl AzureStore {
                 "endpoint" if !value.is_empty() => endpoint = Some(value),
                 _ => {
                     return Err(StoreError::Config(format!(
-                        "store location {url:?}: unknown option {name:?} for az:// \
-                         (only endpoint=URL is accepted)"
+                        "store location {:?}: unknown option {name:?} for az:// \
+                         (only endpoint=URL is accepted)",
+                        crate::location::redact(url)
                     )))
                 }
             }

@@ -17,7 +17,8 @@ pub struct Location {
 impl Location {
     /// Parses `url`, which must use `scheme` (any case).
     pub fn parse(url: &str, scheme: &str) -> Result<Self> {
-        let config = |what: &str| StoreError::Config(format!("store location {url:?}: {what}"));
+        let shown = redact(url);
+        let config = |what: &str| StoreError::Config(format!("store location {shown:?}: {what}"));
         let rest = url
             .split_once("://")
             .filter(|(s, _)| s.eq_ignore_ascii_case(scheme))
@@ -79,6 +80,26 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Replaces the value of every `sig=` parameter, since transport errors quote the full
+/// request URL and the signature is the secret part of a SAS.
+pub(crate) fn redact(text: &str) -> String {
+    const NEEDLE: &str = "sig=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(NEEDLE) {
+        let value_start = i + NEEDLE.len();
+        out.push_str(&rest[..value_start]);
+        out.push_str("REDACTED");
+        let value = &rest[value_start..];
+        let end = value
+            .find(|c: char| c == '&' || c == '#' || c == ')' || c == '"' || c.is_whitespace())
+            .unwrap_or(value.len());
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`).
@@ -147,6 +168,16 @@ mod tests {
                 "{bad} accepted"
             );
         }
+    }
+
+    #[test]
+    fn redacts_signatures() {
+        assert_eq!(
+            redact("error sending request for url (http://h/c/k?sv=1&sig=abc%2B%3D&se=2) x"),
+            "error sending request for url (http://h/c/k?sv=1&sig=REDACTED&se=2) x"
+        );
+        assert_eq!(redact("a sig=xyz"), "a sig=REDACTED");
+        assert_eq!(redact("no secrets"), "no secrets");
     }
 
     #[test]

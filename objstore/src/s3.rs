@@ -21,14 +21,18 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-use crate::key::validate_prefix;
+use crate::key::{validate_prefix, MAX_KEY_LEN};
 use crate::location::{parse_bool, parse_size, Location};
 use crate::{
     validate_key, ETag, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult, Result, StoreError,
 };
+
+/// User metadata naming the request that wrote an object conditionally, so that a
+/// retried request can recognise its own earlier, landed attempt.
+const WRITE_ID_META: &str = "tidemark-write-id";
 
 /// S3 never accepts a multipart part below 5 MiB (except the last).
 const MIN_PART_SIZE: u64 = 5 << 20;
@@ -174,6 +178,11 @@ impl S3Config {
     }
 
     fn validate(&self) -> Result<()> {
+        if self.part_concurrency == 0 || self.max_attempts == 0 {
+            return Err(StoreError::Config(
+                "S3 part concurrency and attempts must be at least 1".into(),
+            ));
+        }
         if self.part_size < MIN_PART_SIZE {
             return Err(StoreError::Config(format!(
                 "S3 part size {} is below the 5 MiB S3 minimum",
@@ -272,6 +281,20 @@ impl S3Store {
             .await
     }
 
+    /// Checks `key` by the common rules and, with the prefix, against S3's 1024-byte
+    /// limit on whole object keys.
+    fn check_key(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        let len = self.full_key(key).len();
+        if len > MAX_KEY_LEN {
+            return Err(StoreError::Invalid(format!(
+                "key {key:?}: with the store prefix the object key is {len} bytes, more than \
+                 S3's {MAX_KEY_LEN}"
+            )));
+        }
+        Ok(())
+    }
+
     fn full_key(&self, key: &str) -> String {
         if self.config.prefix.is_empty() {
             key.to_owned()
@@ -302,16 +325,54 @@ impl S3Store {
             .key(self.full_key(key))
             .content_length(data.len() as i64)
             .body(ByteStream::from(data));
+        let write_id = format!("{:032x}", rand::random::<u128>());
         req = match condition {
             Condition::None => req,
-            Condition::Absent => req.if_none_match("*"),
-            Condition::Match(etag) => req.if_match(&etag.0),
+            Condition::Absent => req.if_none_match("*").metadata(WRITE_ID_META, &write_id),
+            Condition::Match(etag) => req.if_match(&etag.0).metadata(WRITE_ID_META, &write_id),
         };
-        let out = req
+        let err = match req.send().await {
+            Ok(out) => return etag_of(out.e_tag(), key),
+            Err(e) => map_put_err(e, key, condition),
+        };
+        match err {
+            StoreError::AlreadyExists { .. } | StoreError::PreconditionFailed { .. } => {}
+            other => return Err(other),
+        }
+        // The SDK retries a request whose answer was lost; if the first attempt landed,
+        // the retry fails its condition against our own write. The write id tells.
+        match self.head_write_id(key).await? {
+            Some((Some(id), etag)) if id == write_id => Ok(PutResult { etag }),
+            Some(_) => Err(err),
+            // 409 from a create-only race, and the object is gone again (a delete raced
+            // too): nothing can be said, so the caller retries.
+            None if matches!(condition, Condition::Absent) => Err(StoreError::Backend(format!(
+                "create-only write of {key} conflicted with a concurrent request; retry"
+            ))),
+            None => Err(err),
+        }
+    }
+
+    /// The write id and version of `key`; `None` if it does not exist.
+    async fn head_write_id(&self, key: &str) -> Result<Option<(Option<String>, ETag)>> {
+        let client = self.client().await?;
+        let out = match client
+            .head_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
             .send()
             .await
-            .map_err(|e| map_put_err(e, key, condition))?;
-        etag_of(out.e_tag(), key)
+        {
+            Ok(out) => out,
+            Err(e) => {
+                return match map_err(e, key) {
+                    StoreError::NotFound { .. } => Ok(None),
+                    other => Err(other),
+                }
+            }
+        };
+        let id = out.metadata().and_then(|m| m.get(WRITE_ID_META)).cloned();
+        Ok(Some((id, etag_of(out.e_tag(), key)?.etag)))
     }
 
     async fn put_multipart(&self, key: &str, data: Bytes) -> Result<PutResult> {
@@ -443,7 +504,7 @@ enum Condition<'a> {
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> Result<PutResult> {
-        validate_key(key)?;
+        self.check_key(key)?;
         if data.len() as u64 >= self.config.multipart_threshold {
             self.put_multipart(key, data).await
         } else {
@@ -454,17 +515,17 @@ impl ObjectStore for S3Store {
     // Conditional writes are single requests (S3 accepts up to 5 GiB in one PUT): the
     // objects written this way are segments and records, never packs.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutResult> {
-        validate_key(key)?;
+        self.check_key(key)?;
         self.put_single(key, data, Condition::Absent).await
     }
 
     async fn put_if_match(&self, key: &str, data: Bytes, etag: &ETag) -> Result<PutResult> {
-        validate_key(key)?;
+        self.check_key(key)?;
         self.put_single(key, data, Condition::Match(etag)).await
     }
 
     async fn get(&self, key: &str) -> Result<GetResult> {
-        validate_key(key)?;
+        self.check_key(key)?;
         let client = self.client().await?;
         let out = client
             .get_object()
@@ -486,7 +547,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        validate_key(key)?;
+        self.check_key(key)?;
         if range.start > range.end {
             return Err(StoreError::Invalid(format!(
                 "range {range:?} of {key} starts after its end"
@@ -528,7 +589,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        validate_key(key)?;
+        self.check_key(key)?;
         Ok(ObjectMeta {
             key: key.to_owned(),
             size: self.head_size(key).await?,
@@ -586,7 +647,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        validate_key(key)?;
+        self.check_key(key)?;
         let client = self.client().await?;
         client
             .delete_object()
@@ -637,11 +698,7 @@ async fn collect(body: ByteStream, key: &str) -> Result<Bytes> {
         .collect()
         .await
         .map_err(|e| StoreError::Backend(format!("reading {key}: {e}")))?;
-    let mut out = BytesMut::new();
-    for chunk in agg.into_segments() {
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out.freeze())
+    Ok(agg.into_bytes())
 }
 
 fn etag_of(etag: Option<&str>, key: &str) -> Result<PutResult> {

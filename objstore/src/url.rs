@@ -13,7 +13,14 @@ use crate::{DynStore, LocalStore, MemoryStore, Result, StoreError};
 /// [`crate::azure::AzureStore::from_url`]). Remote stores contact nothing until their
 /// first operation.
 pub fn open_store(url: &str) -> Result<DynStore> {
-    let url = url.trim();
+    // A SAS token pasted into a location must not reach logs through an error message.
+    open(url.trim()).map_err(|e| match e {
+        StoreError::Config(msg) => StoreError::Config(crate::location::redact(&msg)),
+        other => other,
+    })
+}
+
+fn open(url: &str) -> Result<DynStore> {
     if url.is_empty() {
         return Err(StoreError::Config("empty store location".into()));
     }
@@ -112,6 +119,8 @@ mod tests {
         assert!(config_err("s3://bucket?colour=red").contains("unknown option"));
         assert!(config_err("az://container?colour=red").contains("unknown option"));
         assert!(config_err("az:///prefix").contains("container name is missing"));
+        let leaked = config_err("az://c?endpoint=https://a.blob.core.windows.net/?sv=1&sig=SECRET");
+        assert!(!leaked.contains("SECRET"), "{leaked}");
         assert!(config_err("ftp://x").contains("unknown scheme"));
         assert!(config_err("file://host/x").contains("absolute"));
         assert!(config_err("file://relative").contains("absolute"));

@@ -20,20 +20,25 @@ struct Counts {
     failed: AtomicU64,
 }
 
-/// The error codes a backend's service uses for throttling and for a server error.
+/// How the proxy fails requests: the error codes a backend's service uses for
+/// throttling and for a server error, and whether a failed request first reaches the
+/// server (its answer lost on the way back) or not.
 struct Faults {
     throttled: &'static str,
     internal: &'static str,
+    lose_answers: bool,
 }
 
 const S3_FAULTS: Faults = Faults {
     throttled: "SlowDown",
     internal: "InternalError",
+    lose_answers: false,
 };
 
 const AZURE_FAULTS: Faults = Faults {
     throttled: "ServerBusy",
     internal: "InternalError",
+    lose_answers: false,
 };
 
 /// Reads one HTTP/1.1 request (head and a Content-Length body) from `conn`.
@@ -80,6 +85,9 @@ async fn serve(mut conn: TcpStream, upstream: String, faults: &Faults, counts: A
     let n = counts.requests.fetch_add(1, Ordering::SeqCst);
     if n.is_multiple_of(2) {
         counts.failed.fetch_add(1, Ordering::SeqCst);
+        if faults.lose_answers {
+            forward(&head, &body, &upstream).await;
+        }
         let (status, code) = if n.is_multiple_of(4) {
             ("503 Service Unavailable", faults.throttled)
         } else {
@@ -97,6 +105,13 @@ async fn serve(mut conn: TcpStream, upstream: String, faults: &Faults, counts: A
         let _ = conn.write_all(reply.as_bytes()).await;
         return;
     }
+    if let Some(response) = forward(&head, &body, &upstream).await {
+        let _ = conn.write_all(&response).await;
+    }
+}
+
+/// Sends one request to `upstream` on a connection of its own; returns the answer.
+async fn forward(head: &str, body: &[u8], upstream: &str) -> Option<Vec<u8>> {
     let mut rewritten: String = head
         .trim_end()
         .lines()
@@ -104,16 +119,12 @@ async fn serve(mut conn: TcpStream, upstream: String, faults: &Faults, counts: A
         .map(|l| format!("{l}\r\n"))
         .collect();
     rewritten.push_str("Connection: close\r\n\r\n");
-    let Ok(mut up) = TcpStream::connect(&upstream).await else {
-        return;
-    };
-    if up.write_all(rewritten.as_bytes()).await.is_err() || up.write_all(&body).await.is_err() {
-        return;
-    }
+    let mut up = TcpStream::connect(upstream).await.ok()?;
+    up.write_all(rewritten.as_bytes()).await.ok()?;
+    up.write_all(body).await.ok()?;
     let mut response = Vec::new();
-    if up.read_to_end(&mut response).await.is_ok() {
-        let _ = conn.write_all(&response).await;
-    }
+    up.read_to_end(&mut response).await.ok()?;
+    Some(response)
 }
 
 /// Starts the proxy in front of `upstream` (`host:port`); returns its address.
@@ -150,6 +161,21 @@ async fn exercise(store: &dyn ObjectStore, counts: &Counts) {
         store.put_if_absent("a/seg", data.clone()).await,
         Err(StoreError::AlreadyExists { .. })
     ));
+    let replaced = store
+        .put_if_match("a/obj", Bytes::from_static(b"v2"), &put.etag)
+        .await
+        .expect("if-match through errors");
+    assert!(matches!(
+        store
+            .put_if_match("a/obj", Bytes::from_static(b"v3"), &put.etag)
+            .await,
+        Err(StoreError::PreconditionFailed { .. })
+    ));
+    let now = store.get("a/obj").await.expect("get after if-match");
+    assert_eq!(
+        (now.data, now.etag),
+        (Bytes::from_static(b"v2"), replaced.etag)
+    );
     let listed = store
         .list_all("a/", None)
         .await
@@ -169,8 +195,7 @@ async fn exercise(store: &dyn ObjectStore, counts: &Counts) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_retries_throttling_and_server_errors() {
+async fn s3_through(faults: &'static Faults) {
     let endpoint = std::env::var("TIDEMARK_TEST_S3_ENDPOINT")
         .expect("set TIDEMARK_TEST_S3_ENDPOINT; scripts/test.sh starts moto and sets it");
     let upstream = endpoint
@@ -187,7 +212,7 @@ async fn s3_retries_throttling_and_server_errors() {
         .await
         .expect("create bucket");
     let counts = Arc::new(Counts::default());
-    let proxy = start_proxy(upstream, &S3_FAULTS, counts.clone()).await;
+    let proxy = start_proxy(upstream, faults, counts.clone()).await;
     let mut cfg = direct;
     cfg.endpoint = Some(format!("http://{proxy}"));
     // Streaming checksums would send aws-chunked bodies this small proxy cannot frame.
@@ -195,8 +220,7 @@ async fn s3_retries_throttling_and_server_errors() {
     exercise(&S3Store::new(cfg).expect("config"), &counts).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn azure_retries_throttling_and_server_errors() {
+async fn azure_through(faults: &'static Faults) {
     let cs = std::env::var("TIDEMARK_TEST_AZURE_CONNECTION_STRING").expect(
         "set TIDEMARK_TEST_AZURE_CONNECTION_STRING; scripts/test.sh starts Azurite and sets it",
     );
@@ -211,9 +235,39 @@ async fn azure_retries_throttling_and_server_errors() {
     let rest = endpoint.trim_start_matches("http://");
     let (upstream, account_path) = rest.split_once('/').unwrap_or((rest, ""));
     let counts = Arc::new(Counts::default());
-    let proxy = start_proxy(upstream.to_owned(), &AZURE_FAULTS, counts.clone()).await;
+    let proxy = start_proxy(upstream.to_owned(), faults, counts.clone()).await;
     let mut cfg = direct;
     cfg.endpoint = Some(format!("http://{proxy}/{account_path}"));
     cfg.retry.initial_delay = Duration::from_millis(20);
     exercise(&AzureStore::new(cfg).expect("store"), &counts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_retries_throttling_and_server_errors() {
+    s3_through(&S3_FAULTS).await;
+}
+
+/// Every other request lands but its answer is lost: a retried conditional write must
+/// recognise its own landed attempt instead of reporting a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_conditional_writes_survive_lost_answers() {
+    s3_through(&Faults {
+        lose_answers: true,
+        ..S3_FAULTS
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_retries_throttling_and_server_errors() {
+    azure_through(&AZURE_FAULTS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_conditional_writes_survive_lost_answers() {
+    azure_through(&Faults {
+        lose_answers: true,
+        ..AZURE_FAULTS
+    })
+    .await;
 }

@@ -104,40 +104,5 @@ pub(super) fn describe(e: &azure_core::Error) -> String {
         }
         source = s.source();
     }
-    redact(&text)
-}
-
-/// Replaces the value of every `sig=` parameter, since transport errors quote the full
-/// request URL and the signature is the secret part of a SAS.
-pub(super) fn redact(text: &str) -> String {
-    const NEEDLE: &str = "sig=";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find(NEEDLE) {
-        let value_start = i + NEEDLE.len();
-        out.push_str(&rest[..value_start]);
-        out.push_str("REDACTED");
-        let value = &rest[value_start..];
-        let end = value
-            .find(|c: char| c == '&' || c == '#' || c == ')' || c == '"' || c.is_whitespace())
-            .unwrap_or(value.len());
-        rest = &value[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_signatures() {
-        assert_eq!(
-            redact("error sending request for url (http://h/c/k?sv=1&sig=abc%2B%3D&se=2) x"),
-            "error sending request for url (http://h/c/k?sv=1&sig=REDACTED&se=2) x"
-        );
-        assert_eq!(redact("a sig=xyz"), "a sig=REDACTED");
-        assert_eq!(redact("no secrets"), "no secrets");
-    }
+    crate::location::redact(&text)
 }
