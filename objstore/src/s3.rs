@@ -127,18 +127,10 @@ impl S3Config {
                     cfg.part_size = parse_size(value).ok_or_else(|| bad("expected a size"))?
                 }
                 "part_concurrency" => {
-                    cfg.part_concurrency = value
-                        .parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("expected a positive number"))?
+                    cfg.part_concurrency = value.parse().map_err(|_| bad("expected a number"))?
                 }
                 "max_attempts" => {
-                    cfg.max_attempts = value
-                        .parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("expected a positive number"))?
+                    cfg.max_attempts = value.parse().map_err(|_| bad("expected a number"))?
                 }
                 "attempt_timeout_secs" => {
                     cfg.attempt_timeout =

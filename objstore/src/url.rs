@@ -117,6 +117,7 @@ mod tests {
         assert!(config_err("s3://Bad_Bucket/x").contains("bucket name"));
         assert!(config_err("s3://bucket?part_size=1MiB").contains("5 MiB"));
         assert!(config_err("s3://bucket?colour=red").contains("unknown option"));
+        assert!(config_err("s3://bucket?max_attempts=0").contains("at least 1"));
         assert!(config_err("az://container?colour=red").contains("unknown option"));
         assert!(config_err("az:///prefix").contains("container name is missing"));
         let leaked = config_err("az://c?endpoint=https://a.blob.core.windows.net/?sv=1&sig=SECRET");
