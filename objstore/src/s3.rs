@@ -18,6 +18,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -347,21 +348,10 @@ impl S3Store {
 
     /// The write id and version of `key`; `None` if it does not exist.
     async fn head_write_id(&self, key: &str) -> Result<Option<(Option<String>, ETag)>> {
-        let client = self.client().await?;
-        let out = match client
-            .head_object()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
+        let out = match self.head_object(key).await {
             Ok(out) => out,
-            Err(e) => {
-                return match map_err(e, key) {
-                    StoreError::NotFound { .. } => Ok(None),
-                    other => Err(other),
-                }
-            }
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let id = out.metadata().and_then(|m| m.get(WRITE_ID_META)).cloned();
         Ok(Some((id, etag_of(out.e_tag(), key)?.etag)))
@@ -471,16 +461,19 @@ impl S3Store {
         etag_of(out.e_tag(), key)
     }
 
-    async fn head_size(&self, key: &str) -> Result<u64> {
+    async fn head_object(&self, key: &str) -> Result<HeadObjectOutput> {
         let client = self.client().await?;
-        let out = client
+        client
             .head_object()
             .bucket(&self.config.bucket)
             .key(self.full_key(key))
             .send()
             .await
-            .map_err(|e| map_err(e, key))?;
-        let size = out.content_length().unwrap_or(0);
+            .map_err(|e| map_err(e, key))
+    }
+
+    async fn head_size(&self, key: &str) -> Result<u64> {
+        let size = self.head_object(key).await?.content_length().unwrap_or(0);
         u64::try_from(size).map_err(|_| StoreError::Backend(format!("negative size of {key}")))
     }
 }
