@@ -6,7 +6,7 @@
 #                    AWS_REGION, AWS_DEFAULT_REGION, AWS_EC2_METADATA_DISABLED
 #   Azurite (blob)   TIDEMARK_TEST_AZURE_CONNECTION_STRING
 #   checkers         TIDEMARK_TEST_PYTHON: a python with boto3 and azure-storage-blob
-#                    (scripts/inspect_store.py)
+#                    (scripts/inspect_store.py) and schemathesis (the API's fuzzing)
 #
 # A variable that is already set is kept, and its server is not started: point
 # TIDEMARK_TEST_S3_ENDPOINT or TIDEMARK_TEST_AZURE_CONNECTION_STRING at your own server.
@@ -22,7 +22,8 @@ fi
 
 _tm_tools="${TIDEMARK_TOOLS_DIR:-$HOME/.cache/tidemark-tools}"
 # Every package the S3 server and the Python checkers need, pinned (pip freeze of
-# moto[s3] 5.2.5, flask, flask-cors, boto3, azure-storage-blob); change them together.
+# moto[s3] 5.2.5, flask, flask-cors, boto3, azure-storage-blob, and schemathesis 4.32.5
+# whose shared dependencies resolved to the same versions); change them together.
 _tm_py_pins=(
   'moto[s3]==5.2.5' flask==3.1.3 flask-cors==6.0.5 boto3==1.44.5 botocore==1.44.5
   s3transfer==0.19.3 azure-storage-blob==12.31.1 azure-core==1.41.0 isodate==0.7.2
@@ -31,6 +32,10 @@ _tm_py_pins=(
   Werkzeug==3.1.9 Jinja2==3.1.6 MarkupSafe==3.0.4 blinker==1.9.0 click==8.5.1
   itsdangerous==2.2.0 jmespath==1.1.0 python-dateutil==2.9.0.post0 six==1.17.0
   PyYAML==6.0.3 py-partiql-parser==0.6.3 responses==0.26.3 xmltodict==1.0.4
+  schemathesis==4.32.5 anyio==4.16.0 graphql-core==3.3.2 harfile==0.6.0
+  hypothesis==6.170.15 hypothesis-graphql==0.13.5 iniconfig==2.3.1 jsonschema_rs==0.60.3
+  markdown-it-py==4.3.0 mdurl==0.1.2 packaging==26.3 pluggy==1.7.0 Pygments==2.21.0
+  pyrate-limiter==4.5.1 pytest==9.2.0 rich==15.0.0 sortedcontainers==2.4.0
 )
 # 3.36 and later require Node >= 21; 3.35 runs on Debian 12's Node 18 and newer ones.
 # --skipApiVersionCheck lets it serve the current SDKs' API versions.
@@ -102,7 +107,7 @@ _tm_install_python() { # KEY
       "$dir/site" "$_tm_python3" >"$dir/bin/python"
     chmod +x "$dir/bin/python"
   fi
-  "$dir/bin/python" -c 'import moto.server, boto3, azure.storage.blob' || return 1
+  "$dir/bin/python" -c 'import moto.server, boto3, azure.storage.blob, schemathesis' || return 1
   echo "$1" >"$stamp"
 }
 

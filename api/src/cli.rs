@@ -8,20 +8,32 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "tidemark", version)]
 pub struct Cli {
-    /// Data directory: the local store in DIR/store (unless --store), the index in DIR/index.
-    #[arg(
-        long,
-        global = true,
-        default_value = "tidemark-data",
-        env = "TIDEMARK_DATA_DIR"
-    )]
-    pub data_dir: PathBuf,
+    /// Data directory: the local store in DIR/store (unless --store), the index in
+    /// DIR/index [default: tidemark-data].
+    #[arg(long, global = true, env = "TIDEMARK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Object store URL: file:///path, s3://bucket/prefix or az://container/prefix
     /// (options and credentials: see the README); default: DIR/store.
     #[arg(long, global = true, env = "TIDEMARK_STORE")]
     pub store: Option<String>,
+    /// Work through a running service at this URL (e.g. http://127.0.0.1:7878) instead
+    /// of the local data directory.
+    #[arg(long, global = true, env = "TIDEMARK_SERVER")]
+    pub server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long, global = true, env = "TIDEMARK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The data directory, or its default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("tidemark-data"))
+    }
 }
 
 /// What to do.
@@ -40,6 +52,19 @@ pub enum Command {
     Verify(DomainArg),
     /// Show which site owns a domain (may append to its log), or take it over.
     Owner(OwnerArgs),
+    /// Run the service: the HTTP API, restore jobs, and tailing of other sites' logs.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration file (see the README); without one, embedded defaults.
+    #[arg(long, env = "TIDEMARK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides the file and TIDEMARK_LISTEN).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Arguments of `owner`.
@@ -115,7 +140,8 @@ pub struct RestoreArgs {
     /// latest, a seq, an RFC 3339 time (newest point at or before it), marker:NAME or last-good.
     #[arg(long, default_value = "latest")]
     pub point: String,
-    /// Where to write the image (replaced atomically when complete).
+    /// Where to write the image (replaced atomically when complete); with --server, a
+    /// path relative to the service's recovery directory.
     #[arg(long)]
     pub out: PathBuf,
     /// Ranged reads in flight.

@@ -1,6 +1,8 @@
 //! One clear line and a distinct exit code for each kind of failure.
 
 use tidemark_ingest::IngestError;
+
+use crate::client::RemoteError;
 use tidemark_objstore::StoreError;
 use tidemark_pitr_index::IndexError;
 use tidemark_rehydrator::RestoreError;
@@ -40,6 +42,18 @@ fn store_kind(e: &StoreError) -> Kind {
 /// Classifies an error by its innermost known cause.
 pub fn kind(e: &anyhow::Error) -> Kind {
     for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<RemoteError>() {
+            return match e.code.as_str() {
+                "invalid_input" | "unauthorized" | "forbidden" | "payload_too_large" => {
+                    Kind::Invalid
+                }
+                "not_found" | "invalid_point" => Kind::NotFound,
+                "corrupt" => Kind::Corrupt,
+                "conflict" => Kind::Conflict,
+                "fenced" => Kind::Fenced,
+                _ => Kind::Other,
+            };
+        }
         if let Some(e) = cause.downcast_ref::<IngestError>() {
             return match e {
                 IngestError::Invalid(_) => Kind::Invalid,

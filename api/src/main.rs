@@ -1,8 +1,12 @@
 //! `tidemark`: the disaster-recovery storage service and its CLI.
 
 mod cli;
+mod client;
 mod commands;
+mod config;
 mod exit;
+mod http;
+mod service;
 mod site;
 
 use clap::Parser;

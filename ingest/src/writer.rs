@@ -196,6 +196,14 @@ impl DomainWriter {
         Ok(())
     }
 
+    /// Drops everything staged: its writers were told the commit failed, so none of it
+    /// may surface in a later point.
+    pub fn discard_staged(&mut self) {
+        self.staged.clear();
+        self.staged_since = None;
+        self.times = None;
+    }
+
     /// Bytes staged and not yet committed.
     pub fn staged_bytes(&self) -> u64 {
         self.staged.len() as u64 * BLOCK_SIZE as u64

@@ -471,13 +471,14 @@ impl Index {
 
     /// Approximate on-disk size of the index in bytes.
     pub fn size_bytes(&self) -> u64 {
+        // Memtables too: a young index has everything there and no SST file yet.
+        let props = [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ];
         CFS.iter()
-            .filter_map(|n| {
-                self.db
-                    .property_int_value_cf(self.cf(n), "rocksdb.total-sst-files-size")
-                    .ok()
-                    .flatten()
-            })
+            .flat_map(|n| props.iter().map(move |p| (n, p)))
+            .filter_map(|(n, p)| self.db.property_int_value_cf(self.cf(n), *p).ok().flatten())
             .sum()
     }
 }

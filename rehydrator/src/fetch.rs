@@ -1,11 +1,13 @@
 //! Fetching chunks: neighbouring frames of a pack are coalesced into one ranged GET,
 //! ranges are fetched concurrently (bounded), and each range is decompressed, verified
 //! and written on the rayon pool. At most `concurrency` ranges are in memory at once.
+//! Reads may be paced to a rate, and what each range wrote may be recorded for a
+//! resumable restore.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -14,8 +16,11 @@ use tidemark_format::{keys, ChunkHash, PackId};
 use tidemark_objstore::DynStore;
 use tidemark_pitr_index::{sync, ChunkLocation, Index};
 
+use crate::pace::Pacer;
 use crate::placement::Placement;
 use crate::restore::{RestoreOptions, RestoreProgress};
+use crate::resume::Checkpointer;
+use crate::written::Written;
 use crate::{RestoreError, Result};
 
 /// One chunk to read and where its bytes go.
@@ -61,8 +66,13 @@ pub(crate) fn coalesce(mut jobs: Vec<ChunkJob>, gap: u64, max_len: u64) -> Vec<R
     out
 }
 
+/// What `sync::read_pack_tail` reads first from the end of a pack; a pack whose tail
+/// is longer is read twice. Only used to pace those reads.
+const PACK_TAIL_GUESS: u64 = 256 << 10;
+
 /// Verifies the index of every pack the ranges read (once per restore) and that each
 /// chunk sits in its pack where the local index says.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn verify_packs(
     store: &DynStore,
     index: &Index,
@@ -70,6 +80,8 @@ pub(crate) async fn verify_packs(
     ranges: &[RangeRead],
     verified: &mut HashSet<PackId>,
     concurrency: usize,
+    pacer: Option<&Pacer>,
+    cancelled: &AtomicBool,
 ) -> Result<()> {
     let mut by_pack: HashMap<PackId, Vec<&ChunkJob>> = HashMap::new();
     for r in ranges {
@@ -77,9 +89,15 @@ pub(crate) async fn verify_packs(
             by_pack.entry(r.pack).or_default().extend(&r.jobs);
         }
     }
-    let checks = futures::stream::iter(by_pack.into_iter().map(|(id, jobs)| async move {
+    let checks = futures::stream::iter(by_pack.into_iter().map(move |(id, jobs)| async move {
         let key = keys::pack_key(domain, id);
-        let size = index.pack_info(domain, id)?.map(|p| p.size);
+        let info = index.pack_info(domain, id)?;
+        if let Some(p) = pacer {
+            let first = info.map_or(PACK_TAIL_GUESS, |i| i.size.min(PACK_TAIL_GUESS));
+            let second = info.map_or(0, |i| if i.tail_len > first { i.tail_len } else { 0 });
+            p.wait(first + second, cancelled).await?;
+        }
+        let size = info.map(|p| p.size);
         let (_, entries) = sync::read_pack_tail(store, domain, id, size)
             .await
             .map_err(|e| RestoreError::reading(&key, e))?;
@@ -101,7 +119,11 @@ pub(crate) async fn verify_packs(
         }
         Ok::<_, RestoreError>(id)
     }))
-    .buffer_unordered(concurrency.max(1));
+    .buffer_unordered(concurrency.max(1))
+    // Boxed as `Send` here, where its lifetimes are concrete: held unboxed across the
+    // await below, it makes the future of a restore lose `Send` (the compiler cannot
+    // prove it for every lifetime of the borrowed jobs), and the service spawns it.
+    .boxed();
     let ids: Vec<PackId> = checks.try_collect().await?;
     verified.extend(ids);
     Ok(())
@@ -132,7 +154,10 @@ impl FetchStats {
     }
 }
 
-/// Fetches, verifies and writes every range into `file`.
+/// Fetches, verifies and writes every range into `file`. With `checkpoints`, what
+/// each range wrote is recorded once written, and checkpoints are taken as they fall
+/// due.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute(
     store: &DynStore,
     domain: &str,
@@ -141,18 +166,26 @@ pub(crate) async fn execute(
     path: &str,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
+    pacer: Option<&Pacer>,
+    mut checkpoints: Option<&mut Checkpointer>,
 ) -> Result<FetchStats> {
     let stats = FetchStats {
         requests: ranges.len() as u64,
         fetched_bytes: ranges.iter().map(|r| r.end - r.start).sum(),
         chunks: ranges.iter().map(|r| r.jobs.len() as u64).sum(),
     };
-    futures::stream::iter(ranges)
-        .map(|r| {
+    let track = checkpoints.is_some();
+    // `move` closures: they copy the references they use, so the stream's futures have
+    // one concrete lifetime and a restore's future stays `Send` for the service to spawn.
+    let mut written = futures::stream::iter(ranges)
+        .map(move |r| {
             let file = file.clone();
             async move {
                 if progress.cancelled.load(Ordering::Relaxed) {
                     return Err(RestoreError::Cancelled);
+                }
+                if let Some(p) = pacer {
+                    p.wait(r.end - r.start, &progress.cancelled).await?;
                 }
                 let key = keys::pack_key(domain, r.pack);
                 let bytes = store
@@ -162,6 +195,7 @@ pub(crate) async fn execute(
                 let path = path.to_owned();
                 on_rayon(move || {
                     let mut written = 0u64;
+                    let mut covered = Written::default();
                     for j in r.jobs {
                         let from = (j.loc.offset - r.start) as usize;
                         let frame = &bytes[from..from + j.loc.clen as usize];
@@ -186,18 +220,24 @@ pub(crate) async fn execute(
                                 }
                             })?;
                             written += p.len as u64;
+                            // Only after its bytes are written.
+                            if track {
+                                covered.add(&p);
+                            }
                         }
                     }
-                    Ok(written)
+                    Ok((written, covered))
                 })
                 .await
             }
         })
-        .buffer_unordered(opts.concurrency.max(1))
-        .try_for_each(|n| {
-            progress.done_bytes.fetch_add(n, Ordering::Relaxed);
-            futures::future::ready(Ok(()))
-        })
-        .await?;
+        .buffer_unordered(opts.concurrency.max(1));
+    while let Some((n, covered)) = written.try_next().await? {
+        progress.done_bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(c) = checkpoints.as_deref_mut() {
+            c.record(&covered, n);
+            c.tick().await?;
+        }
+    }
     Ok(stats)
 }

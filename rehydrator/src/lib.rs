@@ -5,17 +5,25 @@
 //! Nothing unverified reaches an image: every chunk is checked against its BLAKE3
 //! name, every pack's index is verified before its chunks are trusted, and every
 //! segment the plan reads from is fetched and checked against the index.
+//!
+//! A restore may be resumable (a journal beside the partial image records the blocks
+//! that are durable, so an interrupted restore fetches only the rest) and throttled
+//! (pack reads paced to a rate).
 
 mod fetch;
+mod pace;
 mod placement;
 pub mod restore;
+mod resume;
 pub mod verify;
+mod written;
 
 use tidemark_format::FormatError;
 use tidemark_objstore::StoreError;
 use tidemark_pitr_index::IndexError;
 
 pub use restore::{restore_disk, RestoreOptions, RestoreProgress, RestoreReport};
+pub use resume::discard_partial;
 
 /// Errors of rehydration, by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,9 @@
-//! Restoring one disk at one point into a new sparse raw image.
+//! Restoring one disk at one point into a new sparse raw image, optionally resumable
+//! from a journal beside the partial image and throttled to a rate of pack reads.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
@@ -12,8 +13,12 @@ use tidemark_objstore::DynStore;
 use tidemark_pitr_index::{sync, DiskPlan, Index};
 
 use crate::fetch::{self, ChunkJob, FetchStats};
+use crate::pace::Pacer;
 use crate::placement::Placements;
+use crate::resume::{self, io_err, partial_path, Checkpointer, Identity, Journal};
 use crate::{RestoreError, Result};
+
+pub use crate::resume::discard_partial;
 
 /// Tuning of a restore.
 #[derive(Clone, Debug)]
@@ -26,6 +31,11 @@ pub struct RestoreOptions {
     pub gap: u64,
     /// Placements gathered before they are fetched; bounds memory on huge disks.
     pub batch_placements: usize,
+    /// Keep a journal beside the partial image and resume from it; on error keep both
+    /// (the caller resumes or calls [`crate::discard_partial`]).
+    pub resume: bool,
+    /// Average rate limit of the bytes read from packs; None reads at full speed.
+    pub max_bytes_per_sec: Option<u64>,
 }
 
 impl Default for RestoreOptions {
@@ -35,6 +45,8 @@ impl Default for RestoreOptions {
             max_range: 16 << 20,
             gap: 256 << 10,
             batch_placements: 1 << 20,
+            resume: false,
+            max_bytes_per_sec: None,
         }
     }
 }
@@ -67,18 +79,14 @@ pub struct RestoreReport {
     pub requests: u64,
     /// Bytes fetched from packs.
     pub fetched_bytes: u64,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
-    move |source| RestoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    /// Bytes of data a resumed restore found done already and did not fetch.
+    pub resumed_bytes: u64,
 }
 
 /// Restores disk `disk` of `domain` at point `seq` into a new sparse image at `out`.
 /// The image is written beside `out` and renamed into place only when complete and
-/// synced, so `out` never holds a partial image.
+/// synced, so `out` never holds a partial image. With `opts.resume`, a restore of the
+/// same point into the same `out` that was interrupted goes on where it stopped.
 #[allow(clippy::too_many_arguments)]
 pub async fn restore_disk(
     store: &DynStore,
@@ -110,43 +118,106 @@ pub async fn restore_disk(
         .disk_index(disk)
         .ok_or_else(|| RestoreError::Invalid(format!("domain {domain} has no disk {disk:?}")))?;
     let spec = &rec.disks[disk_idx as usize];
-    let plan = index.plan(domain, disk_idx, spec.blocks(), seq)?;
+    let mut plan = index.plan(domain, disk_idx, spec.blocks(), seq)?;
+    let data_blocks = plan.data_blocks();
     progress.total_bytes.store(
-        plan.data_blocks() * BLOCK_SIZE as u64,
+        data_blocks * BLOCK_SIZE as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
+    let pacer = opts.max_bytes_per_sec.map(Pacer::new).transpose()?;
 
     let partial = partial_path(out);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&partial)
-        .map_err(io_err(&partial))?;
-    // A fresh file of the disk's size is all holes: zero blocks cost nothing.
-    file.set_len(spec.size).map_err(io_err(&partial))?;
-    let file = Arc::new(file);
+    let (file, mut checkpoints, resumed_blocks) = if opts.resume {
+        let journal = Journal::new(
+            out,
+            Identity {
+                domain: domain.to_owned(),
+                domain_created: rec.created,
+                disk: disk.to_owned(),
+                seq,
+                disk_size: spec.size,
+            },
+        );
+        let mut data = roaring::RoaringBitmap::new();
+        for (_, hits) in &plan.reads {
+            data |= hits;
+        }
+        let (file, done) = resume::open_partial(&journal, &partial, &data)?;
+        // Only what is left is fetched.
+        for (_, hits) in &mut plan.reads {
+            *hits -= &done;
+        }
+        let resumed = done.len();
+        progress.done_bytes.store(
+            resumed * BLOCK_SIZE as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let file = Arc::new(file);
+        let checkpoints = Checkpointer::new(journal, file.clone(), &partial, done);
+        (file, Some(checkpoints), resumed)
+    } else {
+        // A journal of an earlier resumable restore must not outlive the image it
+        // describes, which this restore replaces.
+        resume::remove_stale_journal(out)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(io_err(&partial))?;
+        // A fresh file of the disk's size is all holes: zero blocks cost nothing.
+        file.set_len(spec.size).map_err(io_err(&partial))?;
+        (Arc::new(file), None, 0)
+    };
     let result = fill(
         store,
         index,
         domain,
         &plan,
-        file.clone(),
-        &partial,
-        opts,
-        &progress,
+        Filler {
+            file: file.clone(),
+            path: &partial,
+            opts,
+            progress: &progress,
+            pacer: pacer.as_ref(),
+            checkpoints: checkpoints.as_mut(),
+        },
     )
     .await;
     let stats = match result {
         Ok(s) => s,
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            match checkpoints.as_mut() {
+                // Keep what was done for the next attempt; the error that stopped the
+                // restore matters more than one of saving its progress.
+                Some(c) => {
+                    if let Err(ce) = c.flush().await {
+                        tracing::warn!(error = %ce, "cannot save the progress of a restore");
+                    }
+                }
+                None => {
+                    let _ = std::fs::remove_file(&partial);
+                }
+            }
             return Err(e);
         }
     };
+    if let Some(c) = checkpoints.as_mut() {
+        // No checkpoint may save the journal after it is removed below. A failed one
+        // fails the restore: the kernel reports a failed writeback to a file once, so
+        // the sync below could succeed over lost pages.
+        c.wait().await?;
+    }
     file.sync_all().map_err(io_err(&partial))?;
     std::fs::rename(&partial, out).map_err(io_err(out))?;
+    if opts.resume {
+        let journal = resume::journal_path(out);
+        if let Err(e) = std::fs::remove_file(&journal) {
+            // The image is in place; a journal without its partial image is ignored.
+            tracing::warn!(path = %journal.display(), error = %e, "cannot remove the restore journal");
+        }
+    }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -155,21 +226,23 @@ pub async fn restore_disk(
     Ok(RestoreReport {
         seq,
         disk_size: spec.size,
-        data_bytes: plan.data_blocks() * BLOCK_SIZE as u64,
+        data_bytes: data_blocks * BLOCK_SIZE as u64,
         segments: plan.reads.len() as u64,
         chunks: stats.chunks,
         requests: stats.requests,
         fetched_bytes: stats.fetched_bytes,
+        resumed_bytes: resumed_blocks * BLOCK_SIZE as u64,
     })
 }
 
-fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tidemark-partial");
-    out.with_file_name(name)
+/// Where and how `fill` writes.
+struct Filler<'a> {
+    file: Arc<File>,
+    path: &'a Path,
+    opts: &'a RestoreOptions,
+    progress: &'a RestoreProgress,
+    pacer: Option<&'a Pacer>,
+    checkpoints: Option<&'a mut Checkpointer>,
 }
 
 /// Turns batches of placements into verified chunk reads written to the image, and
@@ -182,6 +255,8 @@ struct BatchWriter<'a> {
     path: String,
     opts: &'a RestoreOptions,
     progress: &'a RestoreProgress,
+    pacer: Option<&'a Pacer>,
+    checkpoints: Option<&'a mut Checkpointer>,
     verified_packs: HashSet<PackId>,
     total: FetchStats,
 }
@@ -213,6 +288,8 @@ impl BatchWriter<'_> {
             &ranges,
             &mut self.verified_packs,
             self.opts.concurrency,
+            self.pacer,
+            &self.progress.cancelled,
         )
         .await?;
         let stats = fetch::execute(
@@ -223,6 +300,8 @@ impl BatchWriter<'_> {
             &self.path,
             self.opts,
             self.progress,
+            self.pacer,
+            self.checkpoints.as_deref_mut(),
         )
         .await?;
         self.total.add(stats);
@@ -232,48 +311,54 @@ impl BatchWriter<'_> {
 
 /// Fetches every segment of the plan (verifying it against the index), turns its hit
 /// blocks into chunk placements, and fetches and writes them in bounded batches.
-#[allow(clippy::too_many_arguments)]
 async fn fill(
     store: &DynStore,
     index: &Index,
     domain: &str,
     plan: &DiskPlan,
-    file: Arc<File>,
-    path: &Path,
-    opts: &RestoreOptions,
-    progress: &RestoreProgress,
+    to: Filler<'_>,
 ) -> Result<FetchStats> {
+    let opts = to.opts;
     let mut writer = BatchWriter {
         store,
         index,
         domain,
-        file,
-        path: path.display().to_string(),
+        file: to.file,
+        path: to.path.display().to_string(),
         opts,
-        progress,
+        progress: to.progress,
+        pacer: to.pacer,
+        checkpoints: to.checkpoints,
         verified_packs: HashSet::new(),
         total: FetchStats::default(),
     };
     let mut batch = Placements::default();
     // Every segment the image depends on is fetched and checked against the index: the
     // ones it reads data from, and the ones whose zeroes it keeps.
-    let empty = roaring::RoaringBitmap::new();
-    let needed = plan
+    // Owned pairs: a stream over borrowed ones makes the future of a restore lose `Send`
+    // (a higher-ranked lifetime the compiler cannot prove), and the service spawns it.
+    let needed: Vec<(u64, roaring::RoaringBitmap)> = plan
         .reads
         .iter()
-        .map(|(seq, hits)| (*seq, hits))
-        .chain(plan.zeroed_by.iter().map(|seq| (*seq, &empty)));
-    let mut segments = futures::stream::iter(needed.map(|(seq, hits)| async move {
-        let key = keys::segment_key(domain, seq);
-        let got = store
-            .get(&key)
-            .await
-            .map_err(|e| RestoreError::store(&key, e))?;
-        let seg = Segment::decode_at(&got.data, domain, seq)
-            .map_err(|e| RestoreError::format(&key, e))?;
-        Ok::<_, RestoreError>((key, seq, seg, hits))
-    }))
-    .buffered(opts.concurrency.max(1));
+        .cloned()
+        .chain(
+            plan.zeroed_by
+                .iter()
+                .map(|seq| (*seq, roaring::RoaringBitmap::new())),
+        )
+        .collect();
+    let mut segments =
+        futures::stream::iter(needed.into_iter().map(move |(seq, hits)| async move {
+            let key = keys::segment_key(domain, seq);
+            let got = store
+                .get(&key)
+                .await
+                .map_err(|e| RestoreError::store(&key, e))?;
+            let seg = Segment::decode_at(&got.data, domain, seq)
+                .map_err(|e| RestoreError::format(&key, e))?;
+            Ok::<_, RestoreError>((key, seq, seg, hits))
+        }))
+        .buffered(opts.concurrency.max(1));
     while let Some((key, seq, seg, hits)) = segments.try_next().await? {
         let delta = seg.disks.iter().find(|d| d.disk == plan.disk);
         let (written, zeroed) = index.disk_bitmaps(domain, plan.disk, seq)?;
@@ -289,7 +374,7 @@ async fn fill(
         if hits.is_empty() {
             continue;
         }
-        if !batch.add_segment(&delta.written, &delta.chunks, hits) {
+        if !batch.add_segment(&delta.written, &delta.chunks, &hits) {
             return Err(RestoreError::corrupt(
                 &key,
                 "its chunks are shorter than its bitmap",

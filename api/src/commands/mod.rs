@@ -3,7 +3,9 @@
 mod owner;
 mod points;
 mod protect;
+mod remote;
 mod restore;
+mod serve;
 
 use tidemark_pitr_index::sync;
 
@@ -12,8 +14,16 @@ use crate::site::Site;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let site = Site::open(&cli.data_dir, cli.store.as_deref())?;
+    if let Command::Serve(a) = cli.command {
+        return serve::run(cli.data_dir, cli.store, a).await;
+    }
+    if let Some(server) = &cli.server {
+        let client = crate::client::Client::new(server, cli.token.as_deref())?;
+        return remote::run(&client, cli.command).await;
+    }
+    let site = Site::open(&cli.data_dir(), cli.store.as_deref(), None)?;
     match cli.command {
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Protect(a) => protect::run(&site, a).await,
         Command::Points(a) => points::run(&site, a).await,
         Command::Restore(a) => restore::run(&site, a).await,

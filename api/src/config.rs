@@ -1,0 +1,332 @@
+//! The service's configuration: embedded defaults, a TOML file, environment overrides.
+//!
+//! Precedence: environment over file over defaults, so that a container or a unit
+//! file can change one setting without editing the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// Where the service listens unless told otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// Everything `tidemark serve` reads at start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Data directory: the index, the site id, jobs, and the local store by default.
+    pub data_dir: PathBuf,
+    /// Object store URL (`file://`, `s3://`, `az://`); default: DATA_DIR/store.
+    pub store: Option<String>,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// This site's id; default: generated once and kept in DATA_DIR/site-id.
+    pub site_id: Option<String>,
+    /// Restores and test copies are written only below this directory;
+    /// default: DATA_DIR/recovery.
+    pub recovery_dir: Option<PathBuf>,
+    /// Bearer tokens; with none, an admin token is generated into DATA_DIR/admin-token.
+    pub tokens: Vec<TokenConfig>,
+    /// What GC will keep (issue 6 enforces it; the API reports it per domain).
+    pub retention: Retention,
+    /// The write path's tuning.
+    pub ingest: IngestTuning,
+    /// Restore jobs' tuning.
+    pub restore: RestoreTuning,
+    /// How a recovery site follows the logs of domains other sites write.
+    pub tail: TailTuning,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            data_dir: PathBuf::from("tidemark-data"),
+            store: None,
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7878))),
+            site_id: None,
+            recovery_dir: None,
+            tokens: Vec::new(),
+            retention: Retention::default(),
+            ingest: IngestTuning::default(),
+            restore: RestoreTuning::default(),
+            tail: TailTuning::default(),
+        }
+    }
+}
+
+/// One bearer token and what it may do.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it, for the logs (the token itself is never logged).
+    pub name: String,
+    /// The secret.
+    pub token: String,
+    /// `write` (everything) or `read` (GET only).
+    #[serde(default)]
+    pub access: Access,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a token allows.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// GET requests only.
+    Read,
+    /// Every request.
+    #[default]
+    Write,
+}
+
+/// Which points GC keeps.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Every point of this many recent hours is kept.
+    pub pitr_window_hours: u32,
+    /// Then the newest point of each of this many hours,
+    pub hourly: u32,
+    /// days,
+    pub daily: u32,
+    /// weeks,
+    pub weekly: u32,
+    /// and months.
+    pub monthly: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            pitr_window_hours: 24,
+            hourly: 48,
+            daily: 14,
+            weekly: 8,
+            monthly: 12,
+        }
+    }
+}
+
+/// Tuning of the write path. Pushes are committed by group commit (see `service::pipe`),
+/// so there is no seal-age timer: a point is as old as one commit at most.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestTuning {
+    /// Largest segment, bytes (also the largest write batch).
+    pub seal_bytes: u64,
+    /// Bytes of pushed writes waiting for a commit before new pushes wait.
+    pub max_queued_bytes: u64,
+    /// zstd level for new chunks.
+    pub zstd_level: i32,
+    /// Packs uploaded at once.
+    pub upload_concurrency: usize,
+}
+
+impl Default for IngestTuning {
+    fn default() -> Self {
+        let d = tidemark_ingest::IngestConfig::default();
+        IngestTuning {
+            seal_bytes: d.seal_bytes,
+            max_queued_bytes: 512 << 20,
+            zstd_level: d.zstd_level,
+            upload_concurrency: d.upload_concurrency,
+        }
+    }
+}
+
+/// Tuning of restore jobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestoreTuning {
+    /// Ranged reads in flight per restore.
+    pub concurrency: usize,
+    /// Jobs running at once; the others wait in the queue.
+    pub max_jobs: usize,
+    /// Pace each restore's reads to at most this many bytes per second (0: unpaced).
+    pub max_bytes_per_sec: u64,
+}
+
+impl Default for RestoreTuning {
+    fn default() -> Self {
+        RestoreTuning {
+            concurrency: 8,
+            max_jobs: 2,
+            max_bytes_per_sec: 0,
+        }
+    }
+}
+
+/// How often the log of every domain in the store is read for new segments.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailTuning {
+    /// Milliseconds between two passes over the store's domains.
+    pub interval_ms: u64,
+}
+
+impl Default for TailTuning {
+    fn default() -> Self {
+        TailTuning { interval_ms: 1000 }
+    }
+}
+
+impl ServiceConfig {
+    /// Reads the file (if any), then applies `TIDEMARK_*` environment overrides.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<ServiceConfig> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid config {}", path.display()))?
+            }
+            None => ServiceConfig::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Overrides from the environment (`get` reads a variable).
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        if let Some(v) = get("TIDEMARK_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("TIDEMARK_STORE") {
+            self.store = Some(v);
+        }
+        if let Some(v) = get("TIDEMARK_LISTEN") {
+            self.listen = v
+                .parse()
+                .with_context(|| format!("TIDEMARK_LISTEN={v:?} is not an address"))?;
+        }
+        if let Some(v) = get("TIDEMARK_SITE_ID") {
+            self.site_id = Some(v);
+        }
+        if let Some(v) = get("TIDEMARK_RECOVERY_DIR") {
+            self.recovery_dir = Some(v.into());
+        }
+        if let Some(v) = get("TIDEMARK_TOKEN") {
+            self.tokens.push(TokenConfig {
+                name: "TIDEMARK_TOKEN".into(),
+                token: v,
+                access: Access::Write,
+            });
+        }
+        if let Some(v) = get("TIDEMARK_READ_TOKEN") {
+            self.tokens.push(TokenConfig {
+                name: "TIDEMARK_READ_TOKEN".into(),
+                token: v,
+                access: Access::Read,
+            });
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for t in &self.tokens {
+            if t.token.len() < 16 {
+                bail!("token {:?} is shorter than 16 characters", t.name);
+            }
+        }
+        if let Some(site) = &self.site_id {
+            tidemark_format::names::validate_name("site", site)?;
+        }
+        if self.ingest.seal_bytes < 1 << 20 || self.ingest.seal_bytes > 1 << 30 {
+            bail!("ingest.seal_bytes must be between 1 MiB and 1 GiB");
+        }
+        if self.ingest.max_queued_bytes < self.ingest.seal_bytes {
+            bail!("ingest.max_queued_bytes must be at least ingest.seal_bytes");
+        }
+        if self.restore.concurrency == 0 || self.restore.max_jobs == 0 {
+            bail!("restore.concurrency and restore.max_jobs must be positive");
+        }
+        if self.tail.interval_ms == 0 {
+            bail!("tail.interval_ms must be positive");
+        }
+        Ok(())
+    }
+
+    /// The write path's configuration.
+    pub fn ingest_config(&self) -> tidemark_ingest::IngestConfig {
+        tidemark_ingest::IngestConfig {
+            seal_bytes: self.ingest.seal_bytes,
+            zstd_level: self.ingest.zstd_level,
+            upload_concurrency: self.ingest.upload_concurrency.max(1),
+            ..tidemark_ingest::IngestConfig::default()
+        }
+    }
+
+    /// Where restores go.
+    pub fn recovery_dir(&self) -> PathBuf {
+        self.recovery_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("recovery"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let mut cfg: ServiceConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            store = "file:///tmp/x"
+            [[tokens]]
+            name = "ops"
+            token = "0123456789abcdef"
+            access = "read"
+            [restore]
+            max_jobs = 3
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(cfg.restore.max_jobs, 3);
+        assert_eq!(cfg.restore.concurrency, 8);
+        assert_eq!(cfg.tokens[0].access, Access::Read);
+        cfg.apply_env(|k| match k {
+            "TIDEMARK_LISTEN" => Some("127.0.0.1:9001".into()),
+            "TIDEMARK_TOKEN" => Some("fedcba9876543210".into()),
+            _ => None,
+        })
+        .expect("overrides");
+        assert_eq!(cfg.listen.port(), 9001);
+        assert_eq!(cfg.store.as_deref(), Some("file:///tmp/x"));
+        assert_eq!(cfg.tokens.len(), 2);
+        cfg.validate().expect("valid");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_short_tokens() {
+        assert!(toml::from_str::<ServiceConfig>("lisen = \"x\"").is_err());
+        let cfg: ServiceConfig =
+            toml::from_str("[[tokens]]\nname = \"a\"\ntoken = \"short\"").expect("parses");
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn token_is_not_in_debug_output() {
+        let t = TokenConfig {
+            name: "ops".into(),
+            token: "very-secret-token-value".into(),
+            access: Access::Write,
+        };
+        assert!(!format!("{t:?}").contains("very-secret"));
+    }
+}

@@ -1,0 +1,141 @@
+//! The HTTP API under `/v1`, its OpenAPI document, and the health and metrics routes.
+
+mod domains;
+mod extract;
+mod health;
+mod jobs;
+mod points;
+mod restores;
+mod test_copies;
+mod writes;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::service::error::{ApiError, ErrorBody};
+use crate::service::Service;
+
+pub use writes::{encode_writes, WireData};
+
+/// The OpenAPI document, derived from the handlers and their types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tidemark",
+        description = "Disaster-recovery storage: protect disks into a bucket, restore any point in time."
+    ),
+    paths(
+        domains::create_domain,
+        domains::list_domains,
+        domains::get_domain,
+        domains::take_over,
+        domains::verify,
+        domains::rebuild_index,
+        writes::push_writes,
+        writes::flush,
+        writes::add_marker,
+        points::list_points,
+        points::resolve_point,
+        restores::start_restore,
+        test_copies::create_test_copy,
+        test_copies::list_test_copies,
+        test_copies::get_test_copy,
+        test_copies::delete_test_copy,
+        jobs::list_jobs,
+        jobs::get_job,
+        jobs::cancel_job,
+        jobs::job_events,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "domains", description = "Protection domains: disks replicated together"),
+        (name = "writes", description = "The replication stream"),
+        (name = "points", description = "Points in time"),
+        (name = "recovery", description = "Restores, test copies and their jobs"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The service's routes.
+pub fn router(svc: Arc<Service>) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/domains",
+            post(domains::create_domain).get(domains::list_domains),
+        )
+        .route("/domains/{domain}", get(domains::get_domain))
+        .route("/domains/{domain}/take-over", post(domains::take_over))
+        .route("/domains/{domain}/verify", post(domains::verify))
+        .route(
+            "/domains/{domain}/index/rebuild",
+            post(domains::rebuild_index),
+        )
+        .route("/domains/{domain}/writes", post(writes::push_writes))
+        .route("/domains/{domain}/flush", post(writes::flush))
+        .route("/domains/{domain}/markers", post(writes::add_marker))
+        .route("/domains/{domain}/points", get(points::list_points))
+        .route(
+            "/domains/{domain}/points/resolve",
+            get(points::resolve_point),
+        )
+        .route("/restores", post(restores::start_restore))
+        .route(
+            "/test-copies",
+            post(test_copies::create_test_copy).get(test_copies::list_test_copies),
+        )
+        .route(
+            "/test-copies/{id}",
+            get(test_copies::get_test_copy).delete(test_copies::delete_test_copy),
+        )
+        .route("/jobs", get(jobs::list_jobs))
+        .route("/jobs/{id}", get(jobs::get_job))
+        .route("/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/jobs/{id}/events", get(jobs::job_events))
+        .route_layer(middleware::from_fn_with_state(svc.clone(), authenticate))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .with_state(svc)
+}
+
+async fn authenticate(State(svc): State<Arc<Service>>, req: Request, next: Next) -> Response {
+    match svc.tokens.check(&req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            tracing::info!(method = %req.method(), path = %req.uri().path(), status = e.status.as_u16(), "refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+}

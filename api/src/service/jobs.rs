@@ -1,0 +1,560 @@
+//! Restore jobs: queued, run a few at a time, reported live, cancelled on request, and
+//! resumed after a restart.
+//!
+//! Each job is a JSON file in DATA_DIR/jobs, rewritten atomically at every change of
+//! state. A job found queued or running at start was interrupted (shutdown or crash)
+//! and is run again; its restores resume from their journals
+//! (`RestoreOptions::resume`), so only what was not yet durable is fetched again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tidemark_objstore::DynStore;
+use tidemark_pitr_index::{format_time, Index};
+use tidemark_rehydrator::{restore, restore_disk, RestoreError, RestoreOptions, RestoreProgress};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorDetail};
+use super::metrics::Metrics;
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Restore disks into files under the recovery directory.
+    Restore,
+    /// Materialise the images of a test copy.
+    TestCopy,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a free worker.
+    Queued,
+    /// Working.
+    Running,
+    /// Done; every image is complete.
+    Succeeded,
+    /// Stopped by an error; see `error`.
+    Failed,
+    /// Stopped on request; partial images were removed.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// The name used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One disk of a job.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobDisk {
+    /// Disk name in the domain.
+    pub disk: String,
+    /// The image file on the service's machine.
+    pub path: String,
+    /// Bytes of data the image needs (the rest are holes).
+    pub bytes_total: u64,
+    /// Whether the image is complete.
+    pub done: bool,
+}
+
+/// A job, as stored and as reported.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// Job id.
+    pub id: String,
+    /// What it does.
+    pub kind: JobKind,
+    /// Where it is.
+    pub state: JobState,
+    /// The domain restored.
+    pub domain: String,
+    /// The point restored.
+    pub seq: u64,
+    /// The point's time (RFC 3339).
+    pub point_time: String,
+    /// The test copy this job materialises, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_copy: Option<String>,
+    /// The images.
+    pub disks: Vec<JobDisk>,
+    /// Bytes of data to write in all.
+    pub bytes_total: u64,
+    /// Bytes written so far (including what a resumed run did not need to fetch again).
+    pub bytes_done: u64,
+    /// Bytes a resumed run found already done.
+    pub resumed_bytes: u64,
+    /// Bytes per second since this run started.
+    pub rate_bytes_per_sec: f64,
+    /// Seconds left at the current rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+    /// Runs started (more than one after a restart).
+    pub runs: u32,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// When it ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// A job being tracked: its record and, while it runs, its live progress.
+struct Entry {
+    job: Mutex<Job>,
+    /// Progress of the disk being restored now.
+    live: Mutex<Option<(Arc<RestoreProgress>, Instant, u64)>>,
+    cancel: AtomicBool,
+    changed: watch::Sender<()>,
+}
+
+impl Entry {
+    fn snapshot(&self) -> Job {
+        let mut job = lock(&self.job).clone();
+        if let Some((p, started, at_start)) = lock(&self.live).as_ref() {
+            let done_disks: u64 = job
+                .disks
+                .iter()
+                .filter(|d| d.done)
+                .map(|d| d.bytes_total)
+                .sum();
+            job.bytes_done = done_disks + p.done_bytes.load(Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64();
+            let moved = job.bytes_done.saturating_sub(*at_start);
+            if secs > 0.0 && moved > 0 {
+                job.rate_bytes_per_sec = moved as f64 / secs;
+                job.eta_seconds = Some(
+                    job.bytes_total.saturating_sub(job.bytes_done) as f64 / job.rate_bytes_per_sec,
+                );
+            }
+        }
+        job
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a new job restores.
+pub struct JobSpec {
+    /// Restore or test copy.
+    pub kind: JobKind,
+    /// Domain.
+    pub domain: String,
+    /// Point.
+    pub seq: u64,
+    /// (disk name, image path, data bytes).
+    pub disks: Vec<(String, PathBuf, u64)>,
+    /// The test copy, for test-copy jobs.
+    pub test_copy: Option<String>,
+}
+
+/// The job manager.
+pub struct Jobs {
+    dir: PathBuf,
+    store: DynStore,
+    index: Arc<Index>,
+    opts: RestoreOptions,
+    metrics: Arc<Metrics>,
+    workers: Arc<Semaphore>,
+    jobs: Mutex<BTreeMap<String, Arc<Entry>>>,
+    shutdown: CancellationToken,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Jobs {
+    /// Opens the job directory and resumes every job that was interrupted.
+    pub fn open(
+        dir: &Path,
+        store: DynStore,
+        index: Arc<Index>,
+        opts: RestoreOptions,
+        max_jobs: usize,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Jobs>> {
+        std::fs::create_dir_all(dir)?;
+        let jobs = Arc::new(Jobs {
+            dir: dir.to_owned(),
+            store,
+            index,
+            opts: RestoreOptions {
+                resume: true,
+                ..opts
+            },
+            metrics,
+            workers: Arc::new(Semaphore::new(max_jobs)),
+            jobs: Mutex::new(BTreeMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut interrupted = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let job: Job = match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+            {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!("ignoring unreadable job file {}: {e}", path.display());
+                    continue;
+                }
+            };
+            if !job.state.is_final() {
+                interrupted.push(job.id.clone());
+            }
+            jobs.insert(job);
+        }
+        for id in interrupted {
+            tracing::info!(job = %id, "resuming interrupted job");
+            jobs.spawn(&id);
+        }
+        Ok(jobs)
+    }
+
+    fn insert(&self, job: Job) -> Arc<Entry> {
+        let id = job.id.clone();
+        let entry = Arc::new(Entry {
+            job: Mutex::new(job),
+            live: Mutex::new(None),
+            cancel: AtomicBool::new(false),
+            changed: watch::channel(()).0,
+        });
+        lock(&self.jobs).insert(id, entry.clone());
+        entry
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>, ApiError> {
+        lock(&self.jobs)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no job {id:?}")))
+    }
+
+    /// Queues a new job.
+    pub fn start(self: &Arc<Self>, spec: JobSpec) -> Result<Job, ApiError> {
+        let point_time = self
+            .index
+            .segment(&spec.domain, spec.seq)?
+            .map(|m| format_time(m.time_end))
+            .unwrap_or_default();
+        let disks: Vec<JobDisk> = spec
+            .disks
+            .into_iter()
+            .map(|(disk, path, bytes_total)| JobDisk {
+                disk,
+                path: path.display().to_string(),
+                bytes_total,
+                done: false,
+            })
+            .collect();
+        let job = Job {
+            id: new_id("job"),
+            kind: spec.kind,
+            state: JobState::Queued,
+            domain: spec.domain,
+            seq: spec.seq,
+            point_time,
+            test_copy: spec.test_copy,
+            bytes_total: disks.iter().map(|d| d.bytes_total).sum(),
+            disks,
+            bytes_done: 0,
+            resumed_bytes: 0,
+            rate_bytes_per_sec: 0.0,
+            eta_seconds: None,
+            runs: 0,
+            created: format_time(tidemark_ingest::now_ns()),
+            finished: None,
+            error: None,
+        };
+        self.persist(&job)
+            .map_err(|e| ApiError::internal(format!("cannot record the job: {e}")))?;
+        let id = job.id.clone();
+        self.insert(job.clone());
+        self.spawn(&id);
+        Ok(job)
+    }
+
+    /// The job, with live progress.
+    pub fn get(&self, id: &str) -> Result<Job, ApiError> {
+        Ok(self.entry(id)?.snapshot())
+    }
+
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<Job> {
+        let entries: Vec<_> = lock(&self.jobs).values().cloned().collect();
+        let mut jobs: Vec<Job> = entries.iter().map(|e| e.snapshot()).collect();
+        jobs.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        jobs
+    }
+
+    /// A receiver that sees every change of the job's state.
+    pub fn watch(&self, id: &str) -> Result<watch::Receiver<()>, ApiError> {
+        Ok(self.entry(id)?.changed.subscribe())
+    }
+
+    /// Asks a job to stop; its partial images are removed. A finished job is a conflict.
+    pub fn cancel(&self, id: &str) -> Result<Job, ApiError> {
+        let e = self.entry(id)?;
+        let state = lock(&e.job).state;
+        if state.is_final() {
+            return Err(ApiError::conflict(format!(
+                "job {id} has already ended ({})",
+                state.as_str()
+            )));
+        }
+        e.cancel.store(true, Ordering::SeqCst);
+        if let Some((p, _, _)) = lock(&e.live).as_ref() {
+            p.cancelled.store(true, Ordering::SeqCst);
+        }
+        e.changed.send_replace(());
+        Ok(e.snapshot())
+    }
+
+    /// Waits until the job has ended.
+    pub async fn wait(&self, id: &str) -> Result<Job, ApiError> {
+        let mut rx = self.watch(id)?;
+        loop {
+            let job = self.get(id)?;
+            if job.state.is_final() {
+                return Ok(job);
+            }
+            if rx.changed().await.is_err() {
+                return self.get(id);
+            }
+        }
+    }
+
+    /// Forgets an ended job and its record.
+    pub fn remove(&self, id: &str) -> Result<(), ApiError> {
+        let e = self.entry(id)?;
+        if !lock(&e.job).state.is_final() {
+            return Err(ApiError::conflict(format!("job {id} has not ended")));
+        }
+        lock(&self.jobs).remove(id);
+        let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        Ok(())
+    }
+
+    /// Counts of jobs by state, for metrics.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        let mut counts: BTreeMap<&'static str, u64> = [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
+        for e in lock(&self.jobs).values() {
+            *counts.entry(lock(&e.job).state.as_str()).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    /// Stops every running restore at its next range, leaving its partial image and
+    /// journal, and waits for the runners: the jobs stay queued or running on disk and
+    /// resume at the next start.
+    pub async fn shut_down(&self) {
+        self.shutdown.cancel();
+        for e in lock(&self.jobs).values() {
+            if let Some((p, _, _)) = lock(&e.live).as_ref() {
+                p.cancelled.store(true, Ordering::SeqCst);
+            }
+        }
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, id: &str) {
+        let this = self.clone();
+        let id = id.to_owned();
+        let handle = tokio::spawn(async move {
+            if let Ok(entry) = this.entry(&id) {
+                this.run(&entry).await;
+            }
+        });
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    fn update(&self, e: &Entry, f: impl FnOnce(&mut Job)) {
+        let job = {
+            let mut job = lock(&e.job);
+            f(&mut job);
+            job.clone()
+        };
+        if let Err(err) = self.persist(&job) {
+            tracing::warn!(job = %job.id, "cannot record the job: {err}");
+        }
+        e.changed.send_replace(());
+    }
+
+    async fn run(&self, e: &Entry) {
+        // A queued job waits for a worker, but ends at once when cancelled.
+        let mut changes = e.changed.subscribe();
+        let acquire = self.workers.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let _permit = loop {
+            if e.cancel.load(Ordering::SeqCst) {
+                self.end(e, Err(RestoreError::Cancelled));
+                return;
+            }
+            tokio::select! {
+                p = &mut acquire => match p {
+                    Ok(p) => break p,
+                    Err(_) => return,
+                },
+                _ = self.shutdown.cancelled() => return,
+                _ = changes.changed() => {}
+            }
+        };
+        if e.cancel.load(Ordering::SeqCst) {
+            self.end(e, Err(RestoreError::Cancelled));
+            return;
+        }
+        self.update(e, |j| {
+            j.state = JobState::Running;
+            j.runs += 1;
+        });
+        let disks = lock(&e.job).disks.clone();
+        for (i, d) in disks.iter().enumerate() {
+            if d.done {
+                continue;
+            }
+            let progress = Arc::new(RestoreProgress::default());
+            let at_start = e.snapshot().bytes_done;
+            *lock(&e.live) = Some((progress.clone(), Instant::now(), at_start));
+            if e.cancel.load(Ordering::SeqCst) || self.shutdown.is_cancelled() {
+                progress.cancelled.store(true, Ordering::SeqCst);
+            }
+            let (domain, seq) = {
+                let j = lock(&e.job);
+                (j.domain.clone(), j.seq)
+            };
+            let result = restore_disk(
+                &self.store,
+                &self.index,
+                &domain,
+                &d.disk,
+                seq,
+                Path::new(&d.path),
+                &self.opts,
+                progress.clone(),
+            )
+            .await;
+            let written = progress.done_bytes.load(Ordering::Relaxed);
+            match result {
+                Ok(report) => {
+                    self.metrics
+                        .restored(written.saturating_sub(report.resumed_bytes));
+                    *lock(&e.live) = None;
+                    self.update(e, |j| {
+                        j.disks[i].done = true;
+                        j.resumed_bytes += report.resumed_bytes;
+                        j.bytes_done = j
+                            .disks
+                            .iter()
+                            .filter(|d| d.done)
+                            .map(|d| d.bytes_total)
+                            .sum();
+                    });
+                }
+                Err(RestoreError::Cancelled) if !e.cancel.load(Ordering::SeqCst) => {
+                    // Shutdown: leave the job and its partial images to resume.
+                    *lock(&e.live) = None;
+                    return;
+                }
+                Err(err) => {
+                    *lock(&e.live) = None;
+                    self.end(e, Err(err));
+                    return;
+                }
+            }
+        }
+        self.end(e, Ok(()));
+    }
+
+    fn end(&self, e: &Entry, result: Result<(), RestoreError>) {
+        let state = match &result {
+            Ok(()) => JobState::Succeeded,
+            Err(RestoreError::Cancelled) => JobState::Cancelled,
+            Err(_) => JobState::Failed,
+        };
+        if result.is_err() {
+            for d in lock(&e.job).disks.iter().filter(|d| !d.done) {
+                restore::discard_partial(Path::new(&d.path));
+            }
+        }
+        self.update(e, |j| {
+            j.state = state;
+            j.finished = Some(format_time(tidemark_ingest::now_ns()));
+            j.rate_bytes_per_sec = 0.0;
+            j.eta_seconds = None;
+            if state == JobState::Succeeded {
+                j.bytes_done = j.bytes_total;
+            }
+            if let Err(err) = result {
+                let api = ApiError::from(err);
+                j.error = Some(ErrorDetail {
+                    code: api.code.to_owned(),
+                    message: api.message,
+                });
+            }
+        });
+    }
+
+    fn persist(&self, job: &Job) -> std::io::Result<()> {
+        let path = self.dir.join(format!("{}.json", job.id));
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)
+    }
+}
+
+/// A fresh id: a prefix and 64 random bits.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}

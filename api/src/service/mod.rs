@@ -1,0 +1,201 @@
+//! `tidemark serve`: the service's state, its start, and its graceful stop.
+
+pub mod auth;
+pub mod error;
+pub mod jobs;
+pub mod locks;
+pub mod metrics;
+pub mod paths;
+pub mod pipe;
+pub mod tail;
+pub mod test_copies;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tidemark_ingest::IngestContext;
+use tidemark_objstore::{DynStore, MeteredStore};
+use tidemark_pitr_index::Index;
+use tidemark_rehydrator::RestoreOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServiceConfig;
+use crate::site::Site;
+
+use self::auth::Tokens;
+use self::jobs::Jobs;
+use self::locks::DomainLocks;
+use self::metrics::Metrics;
+use self::paths::RecoveryDir;
+use self::pipe::Pipes;
+use self::test_copies::TestCopies;
+
+/// Everything the handlers share.
+pub struct Service {
+    /// The configuration it started with.
+    pub config: ServiceConfig,
+    /// This site's id.
+    pub site_id: String,
+    /// The object store, counted.
+    pub store: DynStore,
+    /// The counts of `store`.
+    pub metered: MeteredStore,
+    /// The local index.
+    pub index: Arc<Index>,
+    /// Per-domain indexing locks.
+    pub locks: DomainLocks,
+    /// Ingest pipes.
+    pub pipes: Pipes,
+    /// Restore jobs.
+    pub jobs: Arc<Jobs>,
+    /// Test copies.
+    pub test_copies: TestCopies,
+    /// Where restores may write.
+    pub recovery: RecoveryDir,
+    /// Bearer tokens.
+    pub tokens: Tokens,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the service begins to stop.
+    pub stopping: CancellationToken,
+}
+
+impl Service {
+    /// Opens the data directory, the store and the index, and resumes interrupted jobs.
+    pub fn open(config: ServiceConfig) -> anyhow::Result<Arc<Service>> {
+        let site = Site::open(
+            &config.data_dir,
+            config.store.as_deref(),
+            config.site_id.as_deref(),
+        )?;
+        let metered = MeteredStore::new(site.store.clone());
+        let store: DynStore = Arc::new(metered.clone());
+        let metrics = Arc::new(Metrics::default());
+        let locks = DomainLocks::default();
+        let ctx = IngestContext {
+            store: store.clone(),
+            index: site.index.clone(),
+            config: config.ingest_config(),
+            site: site.site_id.clone(),
+        };
+        let recovery = RecoveryDir::open(&config.recovery_dir()).with_context(|| {
+            format!(
+                "cannot create the recovery directory {}",
+                config.recovery_dir().display()
+            )
+        })?;
+        let opts = RestoreOptions {
+            concurrency: config.restore.concurrency,
+            max_bytes_per_sec: (config.restore.max_bytes_per_sec > 0)
+                .then_some(config.restore.max_bytes_per_sec),
+            ..RestoreOptions::default()
+        };
+        let jobs = Jobs::open(
+            &config.data_dir.join("jobs"),
+            store.clone(),
+            site.index.clone(),
+            opts,
+            config.restore.max_jobs,
+            metrics.clone(),
+        )?;
+        let test_copies = TestCopies::open(&config.data_dir.join("test-copies"))?;
+        let tokens = Tokens::from_config(&config.tokens, &config.data_dir)?;
+        Ok(Arc::new(Service {
+            pipes: Pipes::new(
+                ctx,
+                locks.clone(),
+                metrics.clone(),
+                config.ingest.max_queued_bytes,
+            ),
+            site_id: site.site_id,
+            store,
+            metered,
+            index: site.index,
+            locks,
+            jobs,
+            test_copies,
+            recovery,
+            tokens,
+            metrics,
+            stopping: CancellationToken::new(),
+            config,
+        }))
+    }
+
+    /// The write path's context (over the counted store).
+    pub fn ingest(&self) -> IngestContext {
+        IngestContext {
+            store: self.store.clone(),
+            index: self.index.clone(),
+            config: self.config.ingest_config(),
+            site: self.site_id.clone(),
+        }
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM, then stops gracefully: no new requests,
+/// every push already taken is committed and answered, restore jobs stop where they
+/// can resume.
+pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let svc = Service::open(config)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        site = %svc.site_id,
+        store = %svc.config.store.as_deref().unwrap_or("(data dir)/store"),
+        recovery_dir = %svc.recovery.root().display(),
+        "tidemark listening on http://{addr}"
+    );
+    // Scripts that start the service on port 0 read the address from here.
+    println!("listening on http://{addr}");
+    let tailer = tokio::spawn(tail::run(
+        svc.ingest(),
+        svc.locks.clone(),
+        svc.metrics.clone(),
+        Duration::from_millis(svc.config.tail.interval_ms),
+        svc.stopping.clone(),
+    ));
+    let app = crate::http::router(svc.clone());
+    let stopping = svc.stopping.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping: finishing requests in flight");
+        stopping.cancel();
+    });
+    let stop = svc.stopping.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("the HTTP server failed")?;
+    svc.jobs.shut_down().await;
+    svc.pipes.close().await;
+    let _ = tailer.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,326 @@
+//! The ingest pipe of each domain: one task owns the domain's writer and commits pushed
+//! writes by group commit.
+//!
+//! A push is answered only after the segment holding its writes is committed (DESIGN.md
+//! section 5). The task stages everything that queued up while the previous commit was
+//! in flight, up to a segment's size, and commits it as one point; so an idle domain
+//! answers a push after one commit, and a busy one batches without any timer. The
+//! points a busy domain makes are as frequent as its commits, which is the best RPO
+//! the store allows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use tidemark_format::Marker;
+use tidemark_ingest::{CommittedPoint, DomainWriter, IngestContext, Write};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::error::ApiError;
+use super::locks::DomainLocks;
+use super::metrics::Metrics;
+
+/// Messages queued per domain before pushes wait (bytes are bounded separately).
+const QUEUE_DEPTH: usize = 256;
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+enum Request {
+    /// Stage these writes and answer once they are committed.
+    Writes(Vec<Write>, Reply<CommittedPoint>),
+    /// Seal what is staged with these markers (empty: only if anything is staged).
+    Seal(Vec<Marker>, Reply<Option<CommittedPoint>>),
+    /// Make this site the owner (failover, failback).
+    TakeOver(Option<u64>, Reply<(u64, CommittedPoint)>),
+}
+
+/// The pipes of all domains written through this service.
+pub struct Pipes {
+    ctx: IngestContext,
+    locks: DomainLocks,
+    metrics: Arc<Metrics>,
+    /// Bytes of pushed writes not yet answered, in KiB permits.
+    queued: Arc<Semaphore>,
+    queued_kib: u32,
+    pipes: StdMutex<HashMap<String, mpsc::Sender<Request>>>,
+    tasks: StdMutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl Pipes {
+    /// Pipes writing through `ctx`, with at most `max_queued_bytes` of pushes waiting.
+    pub fn new(
+        ctx: IngestContext,
+        locks: DomainLocks,
+        metrics: Arc<Metrics>,
+        max_queued_bytes: u64,
+    ) -> Self {
+        let queued_kib = (max_queued_bytes >> 10).min(u32::MAX as u64 >> 3) as u32;
+        Pipes {
+            ctx,
+            locks,
+            metrics,
+            queued: Arc::new(Semaphore::new(queued_kib as usize)),
+            queued_kib,
+            pipes: StdMutex::new(HashMap::new()),
+            tasks: StdMutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Pushes writes; returns the point that holds them, once it is committed.
+    pub async fn push(&self, domain: &str, writes: Vec<Write>) -> Result<CommittedPoint, ApiError> {
+        let bytes: u64 = writes.iter().map(|w| w.data.len() as u64).sum();
+        let _permit = self.reserve(bytes).await?;
+        let (tx, rx) = oneshot::channel();
+        self.send(domain, Request::Writes(writes, tx)).await?;
+        answer(rx).await
+    }
+
+    /// Seals what is staged into a point carrying `markers`; with no markers, only if
+    /// anything is staged.
+    pub async fn seal(
+        &self,
+        domain: &str,
+        markers: Vec<Marker>,
+    ) -> Result<Option<CommittedPoint>, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(domain, Request::Seal(markers, tx)).await?;
+        answer(rx).await
+    }
+
+    /// Takes the domain over for this site; returns the new generation and the fence.
+    pub async fn take_over(
+        &self,
+        domain: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<(u64, CommittedPoint), ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(domain, Request::TakeOver(expected_generation, tx))
+            .await?;
+        answer(rx).await
+    }
+
+    async fn reserve(&self, bytes: u64) -> Result<OwnedSemaphorePermit, ApiError> {
+        let kib = bytes.div_ceil(1024).min(self.queued_kib as u64) as u32;
+        self.queued
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| ApiError::unavailable("the service is shutting down"))
+    }
+
+    async fn send(&self, domain: &str, req: Request) -> Result<(), ApiError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ApiError::unavailable("the service is shutting down"));
+        }
+        let tx = {
+            let mut pipes = self
+                .pipes
+                .lock()
+                .map_err(|_| ApiError::internal("pipe table poisoned"))?;
+            pipes
+                .entry(domain.to_owned())
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                    let task = PipeTask {
+                        ctx: self.ctx.clone(),
+                        domain: domain.to_owned(),
+                        locks: self.locks.clone(),
+                        metrics: self.metrics.clone(),
+                        writer: None,
+                    };
+                    let handle = tokio::spawn(task.run(rx));
+                    if let Ok(mut tasks) = self.tasks.lock() {
+                        tasks.push(handle);
+                    }
+                    tx
+                })
+                .clone()
+        };
+        tx.send(req)
+            .await
+            .map_err(|_| ApiError::unavailable("the service is shutting down"))
+    }
+
+    /// Stops taking requests and lets every pipe finish what it holds: each pipe
+    /// commits and answers everything queued before it exits.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.queued.close();
+        let tasks = match self.pipes.lock() {
+            Ok(mut p) => {
+                // Dropping the senders ends each task's loop once its queue is empty.
+                p.clear();
+                std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+            Err(_) => return,
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn answer<T>(rx: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
+    rx.await
+        .map_err(|_| ApiError::unavailable("the domain's pipe stopped before answering"))?
+}
+
+/// The task that owns one domain's writer.
+struct PipeTask {
+    ctx: IngestContext,
+    domain: String,
+    locks: DomainLocks,
+    metrics: Arc<Metrics>,
+    writer: Option<DomainWriter>,
+}
+
+/// What one round of the pipe stages before it commits.
+#[derive(Default)]
+struct Round {
+    acks: Vec<(Reply<CommittedPoint>, u64, u64)>,
+    seal: Option<(Vec<Marker>, Reply<Option<CommittedPoint>>)>,
+}
+
+impl PipeTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut next = rx.recv().await;
+        while let Some(first) = next.take() {
+            let mut round = Round::default();
+            let mut req = Some(first);
+            while let Some(r) = req.take() {
+                match r {
+                    Request::Writes(writes, reply) => {
+                        if self.would_overflow(&writes) && !round.acks.is_empty() {
+                            // The segment is full: commit it, then start the next one.
+                            next = Some(Request::Writes(writes, reply));
+                            break;
+                        }
+                        self.stage(&mut round, writes, reply).await;
+                    }
+                    Request::Seal(markers, reply) => {
+                        round.seal = Some((markers, reply));
+                        break;
+                    }
+                    Request::TakeOver(expected, reply) => {
+                        if round.acks.is_empty() {
+                            let _ = reply.send(self.take_over(expected).await);
+                        } else {
+                            next = Some(Request::TakeOver(expected, reply));
+                            break;
+                        }
+                    }
+                }
+                req = rx.try_recv().ok();
+            }
+            self.commit(round).await;
+            if next.is_none() {
+                next = rx.recv().await;
+            }
+        }
+    }
+
+    fn would_overflow(&self, writes: &[Write]) -> bool {
+        let adding: u64 = writes.iter().map(|w| w.data.len() as u64).sum();
+        self.writer
+            .as_ref()
+            .is_some_and(|w| w.staged_bytes() + adding > self.ctx.config.seal_bytes)
+    }
+
+    async fn writer(&mut self) -> Result<&mut DomainWriter, ApiError> {
+        if self.writer.is_none() {
+            let _lock = self.locks.lock(&self.domain).await;
+            let w = DomainWriter::open(self.ctx.clone(), &self.domain).await?;
+            self.writer = Some(w);
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| ApiError::internal("writer vanished"))
+    }
+
+    async fn stage(&mut self, round: &mut Round, writes: Vec<Write>, reply: Reply<CommittedPoint>) {
+        let count = writes.len() as u64;
+        let bytes: u64 = writes.iter().map(|w| w.data.len() as u64).sum();
+        let staged = match self.writer().await {
+            Ok(w) => w.stage(writes).map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        match staged {
+            Ok(()) => round.acks.push((reply, count, bytes)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    async fn take_over(
+        &mut self,
+        expected: Option<u64>,
+    ) -> Result<(u64, CommittedPoint), ApiError> {
+        self.writer = None;
+        let _lock = self.locks.lock(&self.domain).await;
+        let (w, fence) = DomainWriter::take_over(self.ctx.clone(), &self.domain, expected).await?;
+        let generation = w.writer().generation;
+        self.writer = Some(w);
+        self.metrics.segment_committed(0, 0);
+        Ok((generation, fence))
+    }
+
+    /// Commits the round's staged writes (and its seal), then answers every writer.
+    async fn commit(&mut self, round: Round) {
+        let Round { acks, seal } = round;
+        if acks.is_empty() && seal.is_none() {
+            return;
+        }
+        let (markers, seal_reply) = match seal {
+            Some((m, r)) => (m, Some(r)),
+            None => (Vec::new(), None),
+        };
+        let sealing_markers = !markers.is_empty();
+        let result = async {
+            let domain = self.domain.clone();
+            let locks = self.locks.clone();
+            let w = self.writer().await?;
+            let _lock = locks.lock(&domain).await;
+            let point = if sealing_markers {
+                Some(w.seal(markers).await?)
+            } else {
+                w.flush().await?
+            };
+            Ok::<_, ApiError>(point)
+        }
+        .await;
+        match &result {
+            Ok(Some(_)) => {
+                let writes = acks.iter().map(|a| a.1).sum();
+                let bytes = acks.iter().map(|a| a.2).sum();
+                self.metrics.segment_committed(writes, bytes);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(domain = %self.domain, "commit failed: {}", e.message);
+                if let Some(w) = self.writer.as_mut() {
+                    w.discard_staged();
+                }
+                if e.code == "fenced" {
+                    self.writer = None;
+                }
+            }
+        }
+        for (reply, _, _) in acks {
+            let r = match &result {
+                Ok(Some(p)) => Ok(p.clone()),
+                Ok(None) => Err(ApiError::internal(
+                    "staged writes vanished before the commit",
+                )),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = reply.send(r);
+        }
+        if let Some(reply) = seal_reply {
+            let _ = reply.send(result);
+        }
+    }
+}

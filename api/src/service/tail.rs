@@ -1,0 +1,84 @@
+//! The tailer: follows the log of every domain in the store (DESIGN.md section 7), so
+//! that a recovery site's index has the points the protected site commits, within one
+//! interval of their commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidemark_format::keys;
+use tidemark_ingest::IngestContext;
+use tidemark_objstore::StoreError;
+use tidemark_pitr_index::sync;
+use tokio_util::sync::CancellationToken;
+
+use super::locks::DomainLocks;
+use super::metrics::Metrics;
+
+/// Names of the domains in the store: one listing request per domain, skipping over
+/// each domain's objects by starting the next listing after its prefix.
+pub async fn list_domains(ctx: &IngestContext) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = ctx.store.list("domains/", after.as_deref(), 1).await?;
+        let Some(first) = page.objects.first() else {
+            return Ok(names);
+        };
+        let Some(name) = first
+            .key
+            .strip_prefix("domains/")
+            .and_then(|rest| rest.split('/').next())
+        else {
+            return Ok(names);
+        };
+        // Names are of `A-Za-z0-9._-`, all below DEL: nothing of this domain sorts
+        // after `domains/NAME/\x7f`, and no other domain sorts between.
+        after = Some(format!("{}\x7f", keys::domain_prefix(name)));
+        if tidemark_format::names::validate_name("domain", name).is_ok() {
+            names.push(name.to_owned());
+        }
+    }
+}
+
+/// Indexes what other writers committed to every domain of the store, once.
+pub async fn tail_once(ctx: &IngestContext, locks: &DomainLocks) -> Result<u64, anyhow::Error> {
+    let mut indexed = 0;
+    for name in list_domains(ctx).await? {
+        let rec = match tidemark_ingest::domain::open_domain(ctx, &name).await {
+            Ok(rec) => rec,
+            // A domain being created has packs before its domain.json: skip it this time.
+            Err(tidemark_ingest::IngestError::UnknownDomain(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let _lock = locks.lock(&name).await;
+        indexed += sync::catch_up(&ctx.store, &ctx.index, &rec).await?.len() as u64;
+    }
+    Ok(indexed)
+}
+
+/// Runs the tailer until `stop`.
+pub async fn run(
+    ctx: IngestContext,
+    locks: DomainLocks,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        match tail_once(&ctx, &locks).await {
+            Ok(n) if n > 0 => {
+                tracing::debug!(segments = n, "indexed segments of other writers");
+                metrics.tailed(n);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.tail_failed();
+                tracing::warn!("tailing the store failed: {e:#}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
