@@ -960,15 +960,12 @@ async fn cli_works_through_the_service() {
         .0,
         2
     );
-    assert_eq!(
-        cli(
-            &server,
-            READ_TOKEN,
-            &["protect", "--domain", "app", "--disk", &disk]
-        )
-        .0,
-        2
+    let refused = cli(
+        &server,
+        READ_TOKEN,
+        &["protect", "--domain", "app", "--disk", &disk],
     );
+    assert_eq!(refused.0, 2, "{refused:?}");
     assert_eq!(
         cli(
             &server,

@@ -127,6 +127,11 @@ async fn authenticate(State(svc): State<Arc<Service>>, req: Request, next: Next)
         Ok(()) => next.run(req).await,
         Err(e) => {
             tracing::info!(method = %req.method(), path = %req.uri().path(), status = e.status.as_u16(), "refused");
+            // Read (and drop) the body a client is still sending: answering before it is
+            // read closes the connection under the client, which then sees a broken pipe
+            // instead of the 401 or 403 that tells it what is wrong.
+            let limit = svc.config.ingest.seal_bytes as usize + (1 << 20);
+            let _ = axum::body::to_bytes(req.into_body(), limit).await;
             e.into_response()
         }
     }
