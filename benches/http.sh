@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sustained ingest through the HTTP API, the RPO under that load, and the time a second
 # site takes to see a new point. Two release `tidemark serve` processes share one local
-# store on loopback: A takes the load (bench/http-load pushes batches of 4 KiB and of
-# 64 KiB writes), B follows the log. The physical limit measured in the same run is
+# store on loopback: A takes the load (benches/src/bin/http-load.rs pushes batches of
+# 4 KiB and of 64 KiB writes from 8 clients, then single 4 KiB writes from one client
+# that waits for each commit), B follows the log. The physical limit measured in the same run is
 # the disk's write bandwidth (dd, with fsync), so the ratio is what the figures mean.
 #
 #   bash benches/http.sh
@@ -61,6 +62,8 @@ log "4 KiB writes, 64 per batch, $BENCH_CLIENTS clients, ${BENCH_SECONDS}s"
 "$LOAD" "$A" "$TOKEN" load4k 4096 64 "$BENCH_CLIENTS" "$BENCH_SECONDS" "$B" | tee "$BENCH_DIR/4k.json"
 log "64 KiB writes, 16 per batch, $BENCH_CLIENTS clients, ${BENCH_SECONDS}s"
 "$LOAD" "$A" "$TOKEN" load64k 65536 16 "$BENCH_CLIENTS" "$BENCH_SECONDS" | tee "$BENCH_DIR/64k.json"
+log "one synchronous writer: 4 KiB writes, 1 per push, ${BENCH_SECONDS}s (each push waits for its own commit)"
+"$LOAD" "$A" "$TOKEN" loadsync 4096 1 1 "$BENCH_SECONDS" | tee "$BENCH_DIR/sync.json"
 log "disk write bandwidth: 1 GiB with dd, fsync at the end"
 head -c $((1 << 30)) /dev/urandom >"$BENCH_DIR/rand.bin"
 sync
@@ -74,7 +77,7 @@ import json, sys
 d, disk = sys.argv[1], float(sys.argv[2])
 print("| load | MB/s | writes/s | ratio to disk | push p50 / p99 ms | RPO p50 / max s |")
 print("|---|---:|---:|---:|---:|---:|")
-for name in ("4k", "64k"):
+for name in ("4k", "64k", "sync"):
     r = json.load(open(f"{d}/{name}.json"))
     print(f"| {r['write_bytes']//1024} KiB x {r['writes_per_batch']} per batch, {r['clients']} clients | {r['mb_per_sec']:.1f} | {r['writes_per_sec']:.0f} | {r['mb_per_sec']/disk:.3f} | {r['push_latency_p50_ms']:.1f} / {r['push_latency_p99_ms']:.1f} | {r['rpo_p50_s']:.3f} / {r['rpo_max_s']:.3f} |")
 print(f"\ndisk (dd, fsync): {disk} MB/s")

@@ -991,3 +991,60 @@ async fn cli_works_through_the_service() {
     assert_eq!(code, 5, "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_defaults_keep_everything_in_the_working_directory() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // No config file and no token: only the port is moved off 7878, for the test.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("serve")
+        .current_dir(tmp.path())
+        .env("TIDEMARK_LISTEN", "127.0.0.1:0")
+        .env_remove("TIDEMARK_STORE")
+        .env_remove("TIDEMARK_DATA_DIR")
+        .env_remove("TIDEMARK_TOKEN")
+        .env_remove("TIDEMARK_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_owned();
+    let data = tmp.path().join("tidemark-data");
+    let token = std::fs::read_to_string(data.join("admin-token")).expect("admin token");
+    let api = Api {
+        http: reqwest::Client::new(),
+        url,
+        token: Some(token.trim().to_owned()),
+    };
+    assert_eq!(api.get("/healthz").await.status, 200);
+    assert_eq!(api.get("/readyz").await.status, 200);
+    api.create_domain("vm", &[("d0", MIB)]).await;
+    let block = vec![1u8; BS];
+    api.push("vm", &[(0, 0, &block)]).await.expect(200);
+    api.with_token(None)
+        .push("vm", &[(0, 0, &block)])
+        .await
+        .error(401, "unauthorized");
+    assert!(data.join("store/domains/vm/domain.json").is_file());
+    assert!(data.join("site-id").is_file());
+    assert!(data.join("recovery").is_dir());
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "clean exit on SIGTERM");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut log)
+        .expect("log");
+    assert!(log.contains("admin-token"), "{log}");
+    assert!(!log.contains(token.trim()), "the token is never logged");
+}
