@@ -14,12 +14,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         panic!("set TIDEMARK_TEST_PYTHON; scripts/test.sh installs schemathesis and sets it")
     });
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(ServerOptions {
-        data: &tmp.path().join("a"),
-        store: &tmp.path().join("store"),
-        site: "site-a",
-        extra: "",
-    });
+    let server = Server::one_site(tmp.path(), "");
     let api = server.client();
     // Something to find: a domain with a point, and a finished job.
     api.create_domain("vm1", &[("d0", 1 << 20)]).await;

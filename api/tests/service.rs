@@ -66,12 +66,7 @@ async fn points(api: &Api, domain: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_mark_restore_with_progress_events() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(ServerOptions {
-        data: &tmp.path().join("a"),
-        store: &tmp.path().join("store"),
-        site: "site-a",
-        extra: "",
-    });
+    let server = Server::one_site(tmp.path(), "");
     let api = server.client();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut model = Protected::new(&[8 * MIB, 4 * MIB]);
@@ -296,12 +291,7 @@ async fn sse_events(api: &Api, path: &str) -> Vec<(String, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_bad_input_change_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(ServerOptions {
-        data: &tmp.path().join("a"),
-        store: &tmp.path().join("store"),
-        site: "site-a",
-        extra: "",
-    });
+    let server = Server::one_site(tmp.path(), "");
     let api = server.client();
     api.create_domain("db", &[("d0", MIB)]).await;
     let block = vec![5u8; BS];
@@ -507,12 +497,7 @@ async fn tokens_and_bad_input_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_copy_is_isolated_and_undone() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(ServerOptions {
-        data: &tmp.path().join("a"),
-        store: &tmp.path().join("store"),
-        site: "site-a",
-        extra: "",
-    });
+    let server = Server::one_site(tmp.path(), "");
     let api = server.client();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut model = Protected::new(&[2 * MIB]);
@@ -575,12 +560,10 @@ async fn test_copy_is_isolated_and_undone() {
 async fn cancel_then_crash_and_resume() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // Restores paced to 8 MiB/s, so that there is time to cancel and to crash.
-    let mut server = Server::start(ServerOptions {
-        data: &tmp.path().join("a"),
-        store: &tmp.path().join("store"),
-        site: "site-a",
-        extra: "[restore]\nmax_bytes_per_sec = 8388608\nconcurrency = 2\n",
-    });
+    let mut server = Server::one_site(
+        tmp.path(),
+        "[restore]\nmax_bytes_per_sec = 8388608\nconcurrency = 2\n",
+    );
     let api = server.client();
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let size = 32 * MIB;
@@ -672,12 +655,7 @@ async fn wait_progress(api: &Api, id: &str, bytes: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::start(ServerOptions {
-        data: &tmp.path().join("a"),
-        store: &tmp.path().join("store"),
-        site: "site-a",
-        extra: "",
-    });
+    let mut server = Server::one_site(tmp.path(), "");
     let api = server.client();
     api.create_domain("vm", &[("d0", 4 * MIB)]).await;
     // Writers push distinct blocks until the service stops under them.
@@ -837,12 +815,7 @@ fn cli(server: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_works_through_the_service() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(ServerOptions {
-        data: &tmp.path().join("a"),
-        store: &tmp.path().join("store"),
-        site: "site-a",
-        extra: "",
-    });
+    let server = Server::one_site(tmp.path(), "");
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     // An image with zero runs and data runs.
     let mut image = vec![0u8; 6 * MIB as usize];

@@ -68,3 +68,18 @@ pub async fn refresh(site: &Site, domain: &str) -> anyhow::Result<tidemark_forma
     sync::catch_up(&site.store, &site.index, &rec).await?;
     Ok(rec)
 }
+
+/// A progress bar of bytes on stderr, when stderr is a terminal.
+pub fn progress_bar() -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    })
+}

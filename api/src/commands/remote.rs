@@ -2,12 +2,11 @@
 //! wherever the data directory is.
 
 use std::fs::File;
-use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use futures::stream::{FuturesUnordered, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use tidemark_format::BLOCK_SIZE;
 
@@ -128,16 +127,7 @@ async fn restore(client: &Client, a: RestoreArgs) -> anyhow::Result<()> {
         .as_str()
         .ok_or_else(|| anyhow!("the service answered a job without an id"))?
         .to_owned();
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {bytes}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let bar = super::progress_bar();
     let job = loop {
         let job: Value = client.get(&format!("/v1/jobs/{id}")).await?;
         if let Some(bar) = &bar {

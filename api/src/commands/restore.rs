@@ -1,11 +1,9 @@
 //! `tidemark restore`.
 
-use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tidemark_objstore::{DynStore, MeteredStore};
 use tidemark_pitr_index::{format_time, PointSpec};
 use tidemark_rehydrator::{restore_disk, RestoreOptions, RestoreProgress};
@@ -28,16 +26,7 @@ pub async fn run(site: &Site, a: RestoreArgs) -> anyhow::Result<()> {
     }
     let seq = site.index.resolve_point(&a.domain, &spec)?;
     let progress = Arc::new(RestoreProgress::default());
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {bytes}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let bar = super::progress_bar();
     let ticker = bar.clone().map(|bar| {
         let p = progress.clone();
         tokio::spawn(async move {

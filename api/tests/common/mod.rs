@@ -35,6 +35,16 @@ pub struct ServerOptions<'a> {
 }
 
 impl Server {
+    /// One site, `site-a`, with its data and store under `dir`.
+    pub fn one_site(dir: &Path, extra: &str) -> Server {
+        Server::start(ServerOptions {
+            data: &dir.join("a"),
+            store: &dir.join("store"),
+            site: "site-a",
+            extra,
+        })
+    }
+
     pub fn start(o: ServerOptions) -> Server {
         std::fs::create_dir_all(o.data).expect("data dir");
         let recovery = o.data.join("recovery");
