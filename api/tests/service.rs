@@ -478,6 +478,17 @@ async fn tokens_and_bad_input_change_nothing() {
         .await
         .error(400, "invalid_input");
     api.get("/v1/nothing-here").await.error(404, "not_found");
+    api.delete("/v1/domains/db")
+        .await
+        .error(405, "method_not_allowed");
+    let ahead = {
+        let mut w = wire(&[(0, 0, &block)]);
+        w[24..32].copy_from_slice(&i64::MAX.to_le_bytes());
+        w
+    };
+    api.post_raw("/v1/domains/db/writes", "application/octet-stream", ahead)
+        .await
+        .error(400, "invalid_input");
 
     // Nothing changed: the same points, and the pushed block still restores.
     assert_eq!(points(&api, "db").await, baseline);
@@ -609,6 +620,16 @@ async fn cancel_then_crash_and_resume() {
         .await
         .expect(202);
     let id = job["id"].as_str().expect("id").to_owned();
+    // A second job may not write the same image meanwhile, overwrite or not.
+    api.post(
+        "/v1/restores",
+        &json!({"domain": "big", "overwrite": true, "targets": [{"disk": "d0", "path": "r/d0.img"}]}),
+    )
+    .await
+    .error(409, "conflict");
+    api.post("/v1/domains/big/index/rebuild", &json!({}))
+        .await
+        .error(409, "conflict");
     // The crash comes after the restore's journal recorded progress (it is saved
     // about once a second, and grows from an empty set of blocks).
     wait_progress(&api, &id, 1).await;

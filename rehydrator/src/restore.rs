@@ -118,6 +118,11 @@ pub async fn restore_disk(
         .disk_index(disk)
         .ok_or_else(|| RestoreError::Invalid(format!("domain {domain} has no disk {disk:?}")))?;
     let spec = &rec.disks[disk_idx as usize];
+    // The plan walks whatever the index holds at or below `seq`: were the point itself
+    // not indexed (an index being rebuilt), it would silently be an older point.
+    if index.segment(domain, seq)?.is_none() {
+        return Err(tidemark_pitr_index::IndexError::NoSuchPoint(seq.to_string()).into());
+    }
     let mut plan = index.plan(domain, disk_idx, spec.blocks(), seq)?;
     let data_blocks = plan.data_blocks();
     progress.total_bytes.store(

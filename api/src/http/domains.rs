@@ -365,6 +365,7 @@ pub struct Rebuilt {
         (status = 200, body = Rebuilt),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 409, description = "Restore jobs of the domain are running", body = ErrorBody),
     )
 )]
 /// Forgets the domain's local index and re-derives it from the bucket (pushes wait).
@@ -373,6 +374,12 @@ pub async fn rebuild_index(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Rebuilt>> {
     open(&svc, &name).await?;
+    // A restore reading the index while it is forgotten and re-derived would fail.
+    if svc.jobs.busy_with(&name) {
+        return Err(ApiError::conflict(format!(
+            "restore jobs of domain {name} are running; rebuild when they have ended"
+        )));
+    }
     let _lock = svc.locks.lock(&name).await;
     let r = sync::rebuild(&svc.store, &svc.index, &name).await?;
     Ok(Json(Rebuilt {

@@ -68,11 +68,47 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        // Every operation may answer these; listing them once here keeps the
+        // handlers' annotations to what is particular to each.
+        let common = [
+            ("401", "No token, or an unknown one"),
+            ("403", "A read token on a call that changes something"),
+            ("503", "Stopping, or the object store does not answer"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (status, what) in common {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(what)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
     }
 }
 
@@ -119,6 +155,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(svc)
 }
 
@@ -127,14 +164,37 @@ async fn authenticate(State(svc): State<Arc<Service>>, req: Request, next: Next)
         Ok(()) => next.run(req).await,
         Err(e) => {
             tracing::info!(method = %req.method(), path = %req.uri().path(), status = e.status.as_u16(), "refused");
-            // Read (and drop) the body a client is still sending: answering before it is
-            // read closes the connection under the client, which then sees a broken pipe
-            // instead of the 401 or 403 that tells it what is wrong.
-            let limit = svc.config.ingest.seal_bytes as usize + (1 << 20);
-            let _ = axum::body::to_bytes(req.into_body(), limit).await;
+            drain(req.into_body(), svc.config.ingest.seal_bytes + (1 << 20)).await;
             e.into_response()
         }
     }
+}
+
+/// Reads and drops the body a refused client is still sending, up to `limit` bytes and
+/// 10 seconds: answering before it is read closes the connection under the client,
+/// which then sees a broken pipe instead of the 401 or 403 that tells it what is wrong.
+/// Frames are dropped as they come, so refused requests hold no memory.
+async fn drain(body: axum::body::Body, limit: u64) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(frame)) = stream.next().await {
+            seen += frame.len() as u64;
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -38,8 +38,9 @@ pub struct TestCopy {
     /// The copy.
     #[serde(flatten)]
     pub record: TestCopyRecord,
-    /// The job that makes its images; `succeeded` means they are ready to boot.
-    pub job: Job,
+    /// The job that makes its images; `succeeded` means they are ready to boot. Absent
+    /// only if the copy is half deleted (delete it again).
+    pub job: Option<Job>,
 }
 
 /// Test copies.
@@ -49,9 +50,9 @@ pub struct TestCopyList {
     pub test_copies: Vec<TestCopy>,
 }
 
-fn with_job(svc: &Service, record: TestCopyRecord) -> ApiResult<TestCopy> {
-    let job = svc.jobs.get(&record.job_id)?;
-    Ok(TestCopy { record, job })
+fn with_job(svc: &Service, record: TestCopyRecord) -> TestCopy {
+    let job = svc.jobs.get(&record.job_id).ok();
+    TestCopy { record, job }
 }
 
 #[utoipa::path(
@@ -110,7 +111,13 @@ pub async fn create_test_copy(
         created: format_time(tidemark_ingest::now_ns()),
     };
     svc.test_copies.add(record.clone())?;
-    Ok((StatusCode::ACCEPTED, Json(TestCopy { record, job })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TestCopy {
+            record,
+            job: Some(job),
+        }),
+    ))
 }
 
 #[utoipa::path(
@@ -125,7 +132,7 @@ pub async fn list_test_copies(State(svc): State<Arc<Service>>) -> ApiResult<Json
         .list()
         .into_iter()
         .map(|r| with_job(&svc, r))
-        .collect::<ApiResult<_>>()?;
+        .collect();
     Ok(Json(TestCopyList { test_copies }))
 }
 
@@ -141,7 +148,7 @@ pub async fn get_test_copy(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TestCopy>> {
     let r = svc.test_copies.get(&id)?;
-    Ok(Json(with_job(&svc, r)?))
+    Ok(Json(with_job(&svc, r)))
 }
 
 #[utoipa::path(
@@ -168,7 +175,7 @@ pub async fn delete_test_copy(
     }
     let dir = std::path::PathBuf::from(&r.dir);
     // Only ever below the recovery directory, whatever the record says.
-    if dir.starts_with(svc.recovery.root()) {
+    if svc.recovery.contains(&dir) {
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(ApiError::internal(format!(

@@ -28,6 +28,8 @@ use crate::service::Service;
 pub const WIRE_HEADER_BYTES: usize = 32;
 /// Flag: the range is zeroed; no data follows.
 pub const FLAG_ZERO: u32 = 1;
+/// Capture times may run ahead of the service's clock by this much (clock skew).
+const MAX_CLOCK_AHEAD_NS: i64 = 300_000_000_000;
 /// Zero writes are staged as slices of one shared buffer of this size.
 const ZERO_SLICE: usize = 1 << 20;
 
@@ -87,6 +89,13 @@ fn decode_writes(mut body: Bytes, now: i64, max_bytes: u64) -> ApiResult<Vec<Wri
         let len = body.get_u64_le();
         let time = body.get_i64_le();
         let time = if time == 0 { now } else { time };
+        // Point times never go back, so one time from the future would hold every
+        // later point of the domain at it.
+        if time > now.saturating_add(MAX_CLOCK_AHEAD_NS) {
+            return Err(ApiError::invalid(format!(
+                "write {n}: capture time {time} ns is more than 5 minutes ahead of the service's clock"
+            )));
+        }
         total = total.saturating_add(len);
         if total > max_bytes {
             return Err(ApiError::too_large(format!(
@@ -305,6 +314,8 @@ mod tests {
         bad[4] = 2;
         assert!(decode_writes(Bytes::from(bad), 0, 64 << 20).is_err());
         assert!(decode_writes(Bytes::new(), 0, 64 << 20).is_err());
+        let future = encode_writes([(0, 0, WireData::Bytes(&data), 400_000_000_000)]);
+        assert!(decode_writes(Bytes::from(future), 1, 64 << 20).is_err());
         // Huge lengths are refused before anything is allocated.
         let huge = encode_writes([(0, 0, WireData::Bytes(&data), 0)]);
         let mut huge = huge[..WIRE_HEADER_BYTES].to_vec();

@@ -19,8 +19,9 @@ pub struct ErrorBody {
 /// A machine-readable code and a message for people.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// One of: invalid_input, unauthorized, forbidden, not_found, conflict, fenced,
-    /// invalid_point, payload_too_large, corrupt, store_full, unavailable, internal.
+    /// One of: invalid_input, unauthorized, forbidden, not_found, method_not_allowed,
+    /// conflict, fenced, invalid_point, payload_too_large, corrupt, store_full,
+    /// unavailable, internal.
     pub code: String,
     /// A one-line explanation.
     pub message: String,
@@ -74,6 +75,15 @@ impl ApiError {
     /// 413: the body is larger than the service accepts.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 405: the route exists, not with this method.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
     }
 
     /// 503: the service is shutting down or its store cannot be reached.

@@ -136,6 +136,15 @@ struct Entry {
 }
 
 impl Entry {
+    fn new(job: Job) -> Self {
+        Entry {
+            job: Mutex::new(job),
+            live: Mutex::new(None),
+            cancel: AtomicBool::new(false),
+            changed: watch::channel(()).0,
+        }
+    }
+
     fn snapshot(&self) -> Job {
         let mut job = lock(&self.job).clone();
         if let Some((p, started, at_start)) = lock(&self.live).as_ref() {
@@ -243,16 +252,16 @@ impl Jobs {
         Ok(jobs)
     }
 
-    fn insert(&self, job: Job) -> Arc<Entry> {
-        let id = job.id.clone();
-        let entry = Arc::new(Entry {
-            job: Mutex::new(job),
-            live: Mutex::new(None),
-            cancel: AtomicBool::new(false),
-            changed: watch::channel(()).0,
-        });
-        lock(&self.jobs).insert(id, entry.clone());
-        entry
+    fn insert(&self, job: Job) {
+        lock(&self.jobs).insert(job.id.clone(), Arc::new(Entry::new(job)));
+    }
+
+    /// Whether a job that has not ended restores `domain`.
+    pub fn busy_with(&self, domain: &str) -> bool {
+        lock(&self.jobs).values().any(|e| {
+            let j = lock(&e.job);
+            !j.state.is_final() && j.domain == domain
+        })
     }
 
     fn entry(&self, id: &str) -> Result<Arc<Entry>, ApiError> {
@@ -298,11 +307,31 @@ impl Jobs {
             finished: None,
             error: None,
         };
-        self.persist(&job)
-            .map_err(|e| ApiError::internal(format!("cannot record the job: {e}")))?;
-        let id = job.id.clone();
-        self.insert(job.clone());
-        self.spawn(&id);
+        {
+            // Two live jobs writing one image would publish each other's half-written
+            // file; the check and the insert are one step under the table's lock.
+            let mut jobs = lock(&self.jobs);
+            for other in jobs.values() {
+                let other = lock(&other.job);
+                if other.state.is_final() {
+                    continue;
+                }
+                if let Some(d) = other
+                    .disks
+                    .iter()
+                    .find(|d| job.disks.iter().any(|n| n.path == d.path))
+                {
+                    return Err(ApiError::conflict(format!(
+                        "job {} is writing {}",
+                        other.id, d.path
+                    )));
+                }
+            }
+            self.persist(&job)
+                .map_err(|e| ApiError::internal(format!("cannot record the job: {e}")))?;
+            jobs.insert(job.id.clone(), Arc::new(Entry::new(job.clone())));
+        }
+        self.spawn(&job.id);
         Ok(job)
     }
 

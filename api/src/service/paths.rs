@@ -11,6 +11,11 @@ pub struct RecoveryDir {
 }
 
 impl RecoveryDir {
+    /// Whether `path` is inside the root, resolving symlinks.
+    pub fn contains(&self, path: &Path) -> bool {
+        path.canonicalize().is_ok_and(|p| p.starts_with(&self.root))
+    }
+
     /// Creates the directory if needed and resolves it (symlinks included).
     pub fn open(dir: &Path) -> std::io::Result<RecoveryDir> {
         std::fs::create_dir_all(dir)?;
@@ -25,8 +30,9 @@ impl RecoveryDir {
     }
 
     /// Resolves a relative target file path, creating its parent directories; refuses
-    /// absolute paths, `..`, and anything whose resolved parent leaves the root (a
-    /// symlink planted inside it).
+    /// absolute paths, `..`, and symlinks on the way (one planted inside the root).
+    /// The job later opens the path it returns; a symlink planted after this check is
+    /// not caught (the recovery directory belongs to the service).
     pub fn target(&self, rel: &str) -> Result<PathBuf, ApiError> {
         let refuse = |why: &str| ApiError::invalid(format!("target path {rel:?}: {why}"));
         if rel.is_empty() || rel.len() > 1024 || rel.contains('\0') {
@@ -51,24 +57,41 @@ impl RecoveryDir {
         let Some((file, dirs)) = parts.split_last() else {
             return Err(refuse("names no file"));
         };
-        if file.to_string_lossy().ends_with(".tidemark-partial")
-            || file.to_string_lossy().ends_with(".tidemark-resume")
-        {
+        if file.to_string_lossy().contains(".tidemark-") {
             return Err(refuse("uses a name reserved for restores in progress"));
         }
+        // Walk down one directory at a time without following symlinks, so that a
+        // symlink planted inside the root is refused before anything is created
+        // through it.
         let mut parent = self.root.clone();
-        parent.extend(dirs);
-        std::fs::create_dir_all(&parent)
-            .map_err(|e| refuse(&format!("cannot create its directory: {e}")))?;
-        let resolved = parent
-            .canonicalize()
-            .map_err(|e| refuse(&format!("cannot resolve its directory: {e}")))?;
-        if !resolved.starts_with(&self.root) {
-            return Err(refuse("leaves the recovery directory"));
+        for d in dirs {
+            parent.push(d);
+            match std::fs::symlink_metadata(&parent) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(refuse("goes through a symlink"));
+                }
+                Ok(m) if !m.is_dir() => return Err(refuse("goes through a file")),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match std::fs::create_dir(&parent) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            // Made meanwhile (another request); checked again below.
+                        }
+                        Err(e) => return Err(refuse(&format!("cannot create its directory: {e}"))),
+                    }
+                    if std::fs::symlink_metadata(&parent).is_ok_and(|m| !m.is_dir()) {
+                        return Err(refuse("goes through a symlink or a file"));
+                    }
+                }
+                Err(e) => return Err(refuse(&format!("cannot read its directory: {e}"))),
+            }
         }
-        let out = resolved.join(file);
-        if out.is_symlink() || out.is_dir() {
-            return Err(refuse("is a symlink or a directory"));
+        let out = parent.join(file);
+        if let Ok(m) = std::fs::symlink_metadata(&out) {
+            if m.file_type().is_symlink() || m.is_dir() {
+                return Err(refuse("is a symlink or a directory"));
+            }
         }
         Ok(out)
     }
@@ -95,7 +118,15 @@ mod tests {
         ] {
             assert!(dir.target(bad).is_err(), "{bad:?} accepted");
         }
-        std::os::unix::fs::symlink(tmp.path(), dir.root().join("escape")).expect("symlink");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).expect("outside");
+        std::os::unix::fs::symlink(&outside, dir.root().join("escape")).expect("symlink");
         assert!(dir.target("escape/x.img").is_err());
+        assert!(dir.target("escape/new/x.img").is_err());
+        assert!(
+            !outside.join("new").exists(),
+            "nothing created through the symlink"
+        );
+        assert!(dir.target("x.tidemark-resume.tmp").is_err());
     }
 }

@@ -27,8 +27,10 @@ const QUEUE_DEPTH: usize = 256;
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
 enum Request {
-    /// Stage these writes and answer once they are committed.
-    Writes(Vec<Write>, Reply<CommittedPoint>),
+    /// Stage these writes and answer once they are committed. The permit holds their
+    /// bytes in the queue bound until the pipe is done with them, even if the pusher
+    /// went away meanwhile.
+    Writes(Vec<Write>, OwnedSemaphorePermit, Reply<CommittedPoint>),
     /// Seal what is staged with these markers (empty: only if anything is staged).
     Seal(Vec<Marker>, Reply<Option<CommittedPoint>>),
     /// Make this site the owner (failover, failback).
@@ -72,9 +74,10 @@ impl Pipes {
     /// Pushes writes; returns the point that holds them, once it is committed.
     pub async fn push(&self, domain: &str, writes: Vec<Write>) -> Result<CommittedPoint, ApiError> {
         let bytes: u64 = writes.iter().map(|w| w.data.len() as u64).sum();
-        let _permit = self.reserve(bytes).await?;
+        let permit = self.reserve(bytes).await?;
         let (tx, rx) = oneshot::channel();
-        self.send(domain, Request::Writes(writes, tx)).await?;
+        self.send(domain, Request::Writes(writes, permit, tx))
+            .await?;
         answer(rx).await
     }
 
@@ -177,10 +180,18 @@ struct PipeTask {
     writer: Option<DomainWriter>,
 }
 
+/// Staged writes waiting for their commit.
+struct Ack {
+    reply: Reply<CommittedPoint>,
+    writes: u64,
+    bytes: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
 /// What one round of the pipe stages before it commits.
 #[derive(Default)]
 struct Round {
-    acks: Vec<(Reply<CommittedPoint>, u64, u64)>,
+    acks: Vec<Ack>,
     seal: Option<(Vec<Marker>, Reply<Option<CommittedPoint>>)>,
 }
 
@@ -192,13 +203,13 @@ impl PipeTask {
             let mut req = Some(first);
             while let Some(r) = req.take() {
                 match r {
-                    Request::Writes(writes, reply) => {
+                    Request::Writes(writes, permit, reply) => {
                         if self.would_overflow(&writes) && !round.acks.is_empty() {
                             // The segment is full: commit it, then start the next one.
-                            next = Some(Request::Writes(writes, reply));
+                            next = Some(Request::Writes(writes, permit, reply));
                             break;
                         }
-                        self.stage(&mut round, writes, reply).await;
+                        self.stage(&mut round, writes, permit, reply).await;
                     }
                     Request::Seal(markers, reply) => {
                         round.seal = Some((markers, reply));
@@ -240,7 +251,13 @@ impl PipeTask {
             .ok_or_else(|| ApiError::internal("writer vanished"))
     }
 
-    async fn stage(&mut self, round: &mut Round, writes: Vec<Write>, reply: Reply<CommittedPoint>) {
+    async fn stage(
+        &mut self,
+        round: &mut Round,
+        writes: Vec<Write>,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<CommittedPoint>,
+    ) {
         let count = writes.len() as u64;
         let bytes: u64 = writes.iter().map(|w| w.data.len() as u64).sum();
         let staged = match self.writer().await {
@@ -248,7 +265,12 @@ impl PipeTask {
             Err(e) => Err(e),
         };
         match staged {
-            Ok(()) => round.acks.push((reply, count, bytes)),
+            Ok(()) => round.acks.push(Ack {
+                reply,
+                writes: count,
+                bytes,
+                _permit: permit,
+            }),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -294,8 +316,8 @@ impl PipeTask {
         .await;
         match &result {
             Ok(Some(_)) => {
-                let writes = acks.iter().map(|a| a.1).sum();
-                let bytes = acks.iter().map(|a| a.2).sum();
+                let writes = acks.iter().map(|a| a.writes).sum();
+                let bytes = acks.iter().map(|a| a.bytes).sum();
                 self.metrics.segment_committed(writes, bytes);
             }
             Ok(None) => {}
@@ -309,7 +331,7 @@ impl PipeTask {
                 }
             }
         }
-        for (reply, _, _) in acks {
+        for ack in acks {
             let r = match &result {
                 Ok(Some(p)) => Ok(p.clone()),
                 Ok(None) => Err(ApiError::internal(
@@ -317,7 +339,7 @@ impl PipeTask {
                 )),
                 Err(e) => Err(e.clone()),
             };
-            let _ = reply.send(r);
+            let _ = ack.reply.send(r);
         }
         if let Some(reply) = seal_reply {
             let _ = reply.send(result);

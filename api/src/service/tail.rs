@@ -40,20 +40,39 @@ pub async fn list_domains(ctx: &IngestContext) -> Result<Vec<String>, StoreError
     }
 }
 
-/// Indexes what other writers committed to every domain of the store, once.
-pub async fn tail_once(ctx: &IngestContext, locks: &DomainLocks) -> Result<u64, anyhow::Error> {
+/// Indexes what other writers committed to every domain of the store, once. A domain
+/// that fails (a damaged object, say) is reported and skipped: the others go on.
+pub async fn tail_once(
+    ctx: &IngestContext,
+    locks: &DomainLocks,
+    metrics: &Metrics,
+) -> Result<u64, StoreError> {
     let mut indexed = 0;
     for name in list_domains(ctx).await? {
-        let rec = match tidemark_ingest::domain::open_domain(ctx, &name).await {
-            Ok(rec) => rec,
-            // A domain being created has packs before its domain.json: skip it this time.
-            Err(tidemark_ingest::IngestError::UnknownDomain(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let _lock = locks.lock(&name).await;
-        indexed += sync::catch_up(&ctx.store, &ctx.index, &rec).await?.len() as u64;
+        match tail_domain(ctx, locks, &name).await {
+            Ok(n) => indexed += n,
+            Err(e) => {
+                metrics.tail_failed();
+                tracing::warn!(domain = %name, "tailing failed: {e}");
+            }
+        }
     }
     Ok(indexed)
+}
+
+async fn tail_domain(
+    ctx: &IngestContext,
+    locks: &DomainLocks,
+    name: &str,
+) -> Result<u64, tidemark_ingest::IngestError> {
+    let rec = match tidemark_ingest::domain::open_domain(ctx, name).await {
+        Ok(rec) => rec,
+        // A domain being created has packs before its domain.json: skip it this time.
+        Err(tidemark_ingest::IngestError::UnknownDomain(_)) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let _lock = locks.lock(name).await;
+    Ok(sync::catch_up(&ctx.store, &ctx.index, &rec).await?.len() as u64)
 }
 
 /// Runs the tailer until `stop`.
@@ -65,7 +84,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     loop {
-        match tail_once(&ctx, &locks).await {
+        match tail_once(&ctx, &locks, &metrics).await {
             Ok(n) if n > 0 => {
                 tracing::debug!(segments = n, "indexed segments of other writers");
                 metrics.tailed(n);
@@ -73,7 +92,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 metrics.tail_failed();
-                tracing::warn!("tailing the store failed: {e:#}");
+                tracing::warn!("listing the store's domains failed: {e}");
             }
         }
         tokio::select! {
