@@ -196,8 +196,8 @@ impl DomainWriter {
         Ok(())
     }
 
-    /// Drops everything staged: its writers were told the commit failed, so none of it
-    /// may surface in a later point.
+    /// Drops everything staged: its writers were told the commit failed, and a later
+    /// commit must not carry their writes as if nothing had happened.
     pub fn discard_staged(&mut self) {
         self.staged.clear();
         self.staged_since = None;

@@ -14,16 +14,18 @@ use crate::site::Site;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Serve(a) = cli.command {
-        return serve::run(cli.data_dir, cli.store, a).await;
-    }
+    let data_dir = cli.data_dir();
+    let command = match cli.command {
+        Command::Serve(a) => return serve::run(cli.data_dir, cli.store, a).await,
+        other => other,
+    };
     if let Some(server) = &cli.server {
         let client = crate::client::Client::new(server, cli.token.as_deref())?;
-        return remote::run(&client, cli.command).await;
+        return remote::run(&client, command).await;
     }
-    let site = Site::open(&cli.data_dir(), cli.store.as_deref(), None)?;
-    match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+    let site = Site::open(&data_dir, cli.store.as_deref(), None)?;
+    match command {
+        Command::Serve(a) => serve::run(cli.data_dir, cli.store, a).await,
         Command::Protect(a) => protect::run(&site, a).await,
         Command::Points(a) => points::run(&site, a).await,
         Command::Restore(a) => restore::run(&site, a).await,
