@@ -127,6 +127,13 @@ impl DomainWriter {
         Ok(())
     }
 
+    /// Indexes the log to its end and checks this writer still owns the domain, now
+    /// rather than at the next commit: after a failed commit, this tells whether its
+    /// segment landed anyway (it is then indexed, under this writer's id).
+    pub async fn resync(&mut self) -> Result<()> {
+        self.recover().await
+    }
+
     /// The domain written to.
     pub fn domain(&self) -> &DomainRecord {
         &self.domain

@@ -277,6 +277,51 @@ impl PipeTask {
         }
     }
 
+    /// After a failed commit of `seq`: did its segment land anyway (the index failed
+    /// after the segment was created, or the store's answer was lost)? Its writers are
+    /// then answered with the point, and otherwise with an error they can trust: the
+    /// writes are not in the log. If that cannot be told, the answer says so.
+    async fn outcome(
+        &mut self,
+        seq: u64,
+        err: ApiError,
+    ) -> Result<Option<CommittedPoint>, ApiError> {
+        let unknown = |probe: String| {
+            ApiError::unavailable(format!(
+                "the commit failed ({}) and whether its segment landed is unknown ({probe}); retry the writes",
+                err.message
+            ))
+        };
+        let Some(w) = self.writer.as_mut() else {
+            return Err(err);
+        };
+        let me = w.writer().clone();
+        let _lock = self.locks.lock(&self.domain).await;
+        // Indexes the log to its end before it checks the ownership, so the index is
+        // complete even when this writer turns out fenced.
+        let synced = w.resync().await;
+        match self.ctx.index.segment(&self.domain, seq) {
+            Ok(Some(m)) if m.site == me.site && m.generation == me.generation => {
+                tracing::info!(domain = %self.domain, seq, "a commit reported failed had landed");
+                let blocks = |f: fn(&tidemark_pitr_index::DiskStat) -> u64| {
+                    m.disks.iter().map(f).sum::<u64>()
+                };
+                Ok(Some(CommittedPoint {
+                    seq,
+                    time: m.time_end,
+                    new_bytes: m.stored_bytes + m.object_size,
+                    data_blocks: blocks(|d| d.written_blocks),
+                    zero_blocks: blocks(|d| d.zeroed_blocks),
+                }))
+            }
+            _ => match synced {
+                Ok(()) => Err(err),
+                Err(fenced @ tidemark_ingest::IngestError::Fenced { .. }) => Err(fenced.into()),
+                Err(probe) => Err(unknown(probe.to_string())),
+            },
+        }
+    }
+
     async fn take_over(
         &mut self,
         expected: Option<u64>,
@@ -301,11 +346,13 @@ impl PipeTask {
             None => (Vec::new(), None),
         };
         let sealing_markers = !markers.is_empty();
+        let mut attempted = None;
         let result = async {
             let domain = self.domain.clone();
             let locks = self.locks.clone();
             let w = self.writer().await?;
             let _lock = locks.lock(&domain).await;
+            attempted = Some(w.next_seq());
             let point = if sealing_markers {
                 Some(w.seal(markers).await?)
             } else {
@@ -314,8 +361,16 @@ impl PipeTask {
             Ok::<_, ApiError>(point)
         }
         .await;
+        let result = match (result, attempted) {
+            (Err(e), Some(seq)) if e.code != "fenced" => self.outcome(seq, e).await,
+            (r, _) => r,
+        };
         match &result {
             Ok(Some(_)) => {
+                // A commit that failed but landed left its writes staged.
+                if let Some(w) = self.writer.as_mut() {
+                    w.discard_staged();
+                }
                 let writes = acks.iter().map(|a| a.writes).sum();
                 let bytes = acks.iter().map(|a| a.bytes).sum();
                 self.metrics.segment_committed(writes, bytes);
@@ -344,5 +399,86 @@ impl PipeTask {
         if let Some(reply) = seal_reply {
             let _ = reply.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tidemark_format::{DiskSpec, DomainRecord};
+    use tidemark_ingest::{FailPoint, IngestConfig};
+    use tidemark_objstore::MemoryStore;
+    use tidemark_pitr_index::Index;
+
+    use super::*;
+
+    async fn pipes(fail_at: Option<FailPoint>) -> (tempfile::TempDir, Pipes, IngestContext) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ctx = IngestContext {
+            store: Arc::new(MemoryStore::new()),
+            index: Arc::new(Index::open(tmp.path()).expect("index")),
+            config: IngestConfig {
+                fail_at,
+                ..IngestConfig::default()
+            },
+            site: "site-a".into(),
+        };
+        let rec = DomainRecord {
+            name: "vm".into(),
+            block_size: 4096,
+            disks: vec![DiskSpec {
+                name: "d0".into(),
+                size: 1 << 20,
+            }],
+            created: 1,
+        };
+        tidemark_ingest::domain::create_domain(&ctx, rec)
+            .await
+            .expect("domain");
+        let pipes = Pipes::new(
+            ctx.clone(),
+            DomainLocks::default(),
+            Arc::new(Metrics::default()),
+            64 << 20,
+        );
+        (tmp, pipes, ctx)
+    }
+
+    fn write() -> Vec<Write> {
+        vec![Write {
+            disk: 0,
+            offset: 0,
+            data: Bytes::from(vec![7u8; 4096]),
+            time: 5,
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_that_landed_is_acknowledged() {
+        // The segment is created, then the index update "crashes".
+        let (_tmp, pipes, ctx) = pipes(Some(FailPoint::AfterSegment)).await;
+        let p = pipes.push("vm", write()).await.expect("acknowledged");
+        assert_eq!(p.seq, 1);
+        assert_eq!(p.data_blocks, 1);
+        assert!(ctx.index.segment("vm", 1).expect("index").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_that_did_not_land_is_an_error_and_stays_out() {
+        // Packs are stored, the segment is not.
+        let (_tmp, pipes, ctx) = pipes(Some(FailPoint::AfterPacks)).await;
+        pipes
+            .push("vm", write())
+            .await
+            .expect_err("not acknowledged");
+        assert_eq!(ctx.index.last_seq("vm").expect("index"), None);
+        let listed = ctx
+            .store
+            .list_all(&tidemark_format::keys::log_prefix("vm"), None)
+            .await
+            .expect("list");
+        assert!(listed.is_empty(), "{listed:?}");
     }
 }
