@@ -447,40 +447,49 @@ async fn tokens_and_bad_input_change_nothing() {
             .await
             .error(status, code);
     }
-    // Unknown things.
+    // Unknown things, bad names and queries, wrong methods.
     api.push("nope", &[(0, 0, &block)])
         .await
         .error(404, "not_found");
-    api.get("/v1/domains/nope").await.error(404, "not_found");
-    api.get("/v1/domains/bad%20name")
-        .await
-        .error(400, "invalid_input");
-    api.get("/v1/jobs/job-0000").await.error(404, "not_found");
-    api.post("/v1/jobs/job-0000/cancel", &json!({}))
-        .await
-        .error(404, "not_found");
-    api.get("/v1/test-copies/tc-0000")
-        .await
-        .error(404, "not_found");
-    api.delete("/v1/test-copies/tc-0000")
-        .await
-        .error(404, "not_found");
-    api.get("/v1/domains/db/points/resolve?point=99")
-        .await
-        .error(422, "invalid_point");
-    api.get("/v1/domains/db/points?limit=0")
-        .await
-        .error(400, "invalid_input");
-    api.get("/v1/domains/db/points?from=soon")
-        .await
-        .error(400, "invalid_input");
-    api.get("/v1/domains/db/points?limit=x")
-        .await
-        .error(400, "invalid_input");
-    api.get("/v1/nothing-here").await.error(404, "not_found");
-    api.delete("/v1/domains/db")
-        .await
-        .error(405, "method_not_allowed");
+    use reqwest::Method;
+    let requests = [
+        (Method::GET, "/v1/domains/nope", 404, "not_found"),
+        (Method::GET, "/v1/domains/bad%20name", 400, "invalid_input"),
+        (Method::GET, "/v1/jobs/job-0000", 404, "not_found"),
+        (Method::POST, "/v1/jobs/job-0000/cancel", 404, "not_found"),
+        (Method::GET, "/v1/test-copies/tc-0000", 404, "not_found"),
+        (Method::DELETE, "/v1/test-copies/tc-0000", 404, "not_found"),
+        (
+            Method::GET,
+            "/v1/domains/db/points/resolve?point=99",
+            422,
+            "invalid_point",
+        ),
+        (
+            Method::GET,
+            "/v1/domains/db/points?limit=0",
+            400,
+            "invalid_input",
+        ),
+        (
+            Method::GET,
+            "/v1/domains/db/points?from=soon",
+            400,
+            "invalid_input",
+        ),
+        (
+            Method::GET,
+            "/v1/domains/db/points?limit=x",
+            400,
+            "invalid_input",
+        ),
+        (Method::GET, "/v1/nothing-here", 404, "not_found"),
+        (Method::DELETE, "/v1/domains/db", 405, "method_not_allowed"),
+    ];
+    for (method, path, status, code) in requests {
+        let body = (method == Method::POST).then(|| ("application/json", b"{}".to_vec()));
+        api.send(method, path, body).await.error(status, code);
+    }
     let ahead = {
         let mut w = wire(&[(0, 0, &block)]);
         w[24..32].copy_from_slice(&i64::MAX.to_le_bytes());
@@ -490,7 +499,7 @@ async fn tokens_and_bad_input_change_nothing() {
         .await
         .error(400, "invalid_input");
 
-    // Nothing changed: the same points, and the pushed block still restores.
+    // Nothing changed: the same points, the same domains, no file written.
     assert_eq!(points(&api, "db").await, baseline);
     let names: Vec<_> = api.get("/v1/domains").await.expect(200)["domains"]
         .as_array()
