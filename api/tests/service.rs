@@ -560,13 +560,7 @@ async fn test_copy_is_isolated_and_undone() {
         .await
         .error(404, "not_found");
     // Protection went on: the newest point restores to the model.
-    let job = api
-        .post(
-            "/v1/restores",
-            &json!({"domain": "web", "targets": [{"disk": "d0", "path": "after.img"}]}),
-        )
-        .await
-        .expect(202);
+    let job = api.restore("web", "d0", "after.img").await;
     let job = api.wait_job(job["id"].as_str().expect("id")).await;
     assert_eq!(job["state"], "succeeded");
     assert_image(
@@ -596,13 +590,7 @@ async fn cancel_then_crash_and_resume() {
     }
 
     // Cancel: the job ends cancelled and leaves nothing behind.
-    let job = api
-        .post(
-            "/v1/restores",
-            &json!({"domain": "big", "targets": [{"disk": "d0", "path": "c/d0.img"}]}),
-        )
-        .await
-        .expect(202);
+    let job = api.restore("big", "d0", "c/d0.img").await;
     let id = job["id"].as_str().expect("id").to_owned();
     wait_progress(&api, &id, 1).await;
     let c = api
@@ -621,13 +609,7 @@ async fn cancel_then_crash_and_resume() {
         .error(409, "conflict");
 
     // Crash in the middle of a restore: after the restart it resumes and completes.
-    let job = api
-        .post(
-            "/v1/restores",
-            &json!({"domain": "big", "targets": [{"disk": "d0", "path": "r/d0.img"}]}),
-        )
-        .await
-        .expect(202);
+    let job = api.restore("big", "d0", "r/d0.img").await;
     let id = job["id"].as_str().expect("id").to_owned();
     // A second job may not write the same image meanwhile, overwrite or not.
     api.post(
@@ -725,13 +707,7 @@ async fn graceful_stop_loses_no_acknowledged_write() {
     assert!(!acked.is_empty());
     server.spawn();
     let api = server.client();
-    let job = api
-        .post(
-            "/v1/restores",
-            &json!({"domain": "vm", "targets": [{"disk": "d0", "path": "vm.img"}]}),
-        )
-        .await
-        .expect(202);
+    let job = api.restore("vm", "d0", "vm.img").await;
     assert_eq!(
         api.wait_job(job["id"].as_str().expect("id")).await["state"],
         "succeeded"
@@ -789,13 +765,7 @@ async fn recovery_site_follows_the_log_and_takes_over() {
     }
     eprintln!("site B saw new points after {waited:?}");
     // B restores what A wrote, and may not write itself.
-    let job = pb
-        .post(
-            "/v1/restores",
-            &json!({"domain": "crm", "targets": [{"disk": "d0", "path": "crm.img"}]}),
-        )
-        .await
-        .expect(202);
+    let job = pb.restore("crm", "d0", "crm.img").await;
     assert_eq!(
         pb.wait_job(job["id"].as_str().expect("id")).await["state"],
         "succeeded"

@@ -256,6 +256,17 @@ impl Api {
         .await
     }
 
+    /// Starts restoring one disk of a domain's newest point to a path below the
+    /// recovery directory; returns the job.
+    pub async fn restore(&self, domain: &str, disk: &str, path: &str) -> Value {
+        self.post(
+            "/v1/restores",
+            &json!({"domain": domain, "targets": [{"disk": disk, "path": path}]}),
+        )
+        .await
+        .expect(202)
+    }
+
     /// Waits until a job ends; returns it.
     pub async fn wait_job(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
