@@ -156,6 +156,8 @@ pub struct RestoreTuning {
     pub max_jobs: usize,
     /// Pace each restore's reads to at most this many bytes per second (0: unpaced).
     pub max_bytes_per_sec: u64,
+    /// Ended jobs kept (records and status); older ones are forgotten.
+    pub keep_ended_jobs: usize,
 }
 
 impl Default for RestoreTuning {
@@ -164,6 +166,7 @@ impl Default for RestoreTuning {
             concurrency: 8,
             max_jobs: 2,
             max_bytes_per_sec: 0,
+            keep_ended_jobs: 1000,
         }
     }
 }

@@ -56,8 +56,10 @@ impl Default for RestoreOptions {
 pub struct RestoreProgress {
     /// Bytes of data the restore will write.
     pub total_bytes: AtomicU64,
-    /// Bytes written so far.
+    /// Bytes written so far (including those a resumed restore found done).
     pub done_bytes: AtomicU64,
+    /// Bytes a resumed restore found done when it started: not work of this run.
+    pub resumed_bytes: AtomicU64,
     /// Set to stop the restore at the next range.
     pub cancelled: AtomicBool,
 }
@@ -153,6 +155,10 @@ pub async fn restore_disk(
             *hits -= &done;
         }
         let resumed = done.len();
+        progress.resumed_bytes.store(
+            resumed * BLOCK_SIZE as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         progress.done_bytes.store(
             resumed * BLOCK_SIZE as u64,
             std::sync::atomic::Ordering::Relaxed,

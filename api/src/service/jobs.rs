@@ -155,8 +155,13 @@ impl Entry {
                 .map(|d| d.bytes_total)
                 .sum();
             job.bytes_done = done_disks + p.done_bytes.load(Ordering::Relaxed);
+            job.resumed_bytes += p.resumed_bytes.load(Ordering::Relaxed);
             let secs = started.elapsed().as_secs_f64();
-            let moved = job.bytes_done.saturating_sub(*at_start);
+            // What this run fetched and wrote, not what a resume found done.
+            let moved = job
+                .bytes_done
+                .saturating_sub(*at_start)
+                .saturating_sub(p.resumed_bytes.load(Ordering::Relaxed));
             if secs > 0.0 && moved > 0 {
                 job.rate_bytes_per_sec = moved as f64 / secs;
                 job.eta_seconds = Some(
@@ -194,6 +199,7 @@ pub struct Jobs {
     opts: RestoreOptions,
     metrics: Arc<Metrics>,
     workers: Arc<Semaphore>,
+    keep_ended: usize,
     jobs: Mutex<BTreeMap<String, Arc<Entry>>>,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -207,6 +213,7 @@ impl Jobs {
         index: Arc<Index>,
         opts: RestoreOptions,
         max_jobs: usize,
+        keep_ended: usize,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Jobs>> {
         std::fs::create_dir_all(dir)?;
@@ -220,6 +227,7 @@ impl Jobs {
             },
             metrics,
             workers: Arc::new(Semaphore::new(max_jobs)),
+            keep_ended,
             jobs: Mutex::new(BTreeMap::new()),
             shutdown: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
@@ -245,6 +253,7 @@ impl Jobs {
             }
             jobs.insert(job);
         }
+        jobs.prune();
         for id in interrupted {
             tracing::info!(job = %id, "resuming interrupted job");
             jobs.spawn(&id);
@@ -394,6 +403,23 @@ impl Jobs {
         lock(&self.jobs).remove(id);
         let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
         Ok(())
+    }
+
+    /// Forgets the oldest ended jobs beyond the `keep_ended` newest, records included.
+    /// The jobs of test copies stay while their copies do (deleting a copy removes its job).
+    fn prune(&self) {
+        let jobs: Vec<(String, String, bool)> = lock(&self.jobs)
+            .values()
+            .map(|e| {
+                let j = lock(&e.job);
+                let prunable = j.state.is_final() && j.test_copy.is_none();
+                (j.id.clone(), j.created.clone(), prunable)
+            })
+            .collect();
+        for id in oldest_beyond(jobs, self.keep_ended) {
+            lock(&self.jobs).remove(&id);
+            let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        }
     }
 
     /// Counts of jobs by state, for metrics.
@@ -567,6 +593,7 @@ impl Jobs {
                 });
             }
         });
+        self.prune();
     }
 
     fn persist(&self, job: &Job) -> std::io::Result<()> {
@@ -583,7 +610,35 @@ impl Jobs {
     }
 }
 
+/// Of `(id, created, prunable)`, the prunable ones beyond the `keep` newest prunable.
+fn oldest_beyond(mut jobs: Vec<(String, String, bool)>, keep: usize) -> Vec<String> {
+    jobs.retain(|j| j.2);
+    // RFC 3339 times of one format sort as text; the id breaks ties.
+    jobs.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    jobs.into_iter().skip(keep).map(|j| j.0).collect()
+}
+
 /// A fresh id: a prefix and 64 random bits.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_oldest_prunable_jobs_beyond_the_limit_go() {
+        let job = |id: &str, t: &str, prunable| (id.to_owned(), t.to_owned(), prunable);
+        let jobs = vec![
+            job("a", "2026-11-22T10:00:00Z", true),
+            job("b", "2026-11-22T11:00:00Z", false),
+            job("c", "2026-11-22T12:00:00Z", true),
+            job("d", "2026-11-22T13:00:00Z", true),
+            job("e", "2026-11-22T09:00:00Z", false),
+        ];
+        assert_eq!(oldest_beyond(jobs.clone(), 1), ["c", "a"]);
+        assert_eq!(oldest_beyond(jobs.clone(), 3), Vec::<String>::new());
+        assert_eq!(oldest_beyond(jobs, 0), ["d", "c", "a"]);
+    }
 }

@@ -97,6 +97,7 @@ impl Service {
             site.index.clone(),
             opts,
             config.restore.max_jobs,
+            config.restore.keep_ended_jobs,
             metrics.clone(),
         )?;
         let test_copies = TestCopies::open(&config.data_dir.join("test-copies"))?;
