@@ -4,6 +4,8 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::service::error::ErrorBody;
+
 /// An error answered by the service, kept with its status and code so the CLI exits
 /// with the same codes as when it works on a local data directory.
 #[derive(Debug, thiserror::Error)]
@@ -92,16 +94,7 @@ impl Client {
 }
 
 fn remote_error(status: StatusCode, body: &[u8]) -> RemoteError {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        error: Detail,
-    }
-    #[derive(serde::Deserialize)]
-    struct Detail {
-        code: String,
-        message: String,
-    }
-    match serde_json::from_slice::<Body>(body) {
+    match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) => RemoteError {
             status: status.as_u16(),
             code: b.error.code,

@@ -273,6 +273,11 @@ impl ServiceConfig {
         }
     }
 
+    /// Largest push body accepted: a segment's worth of data and its write headers.
+    pub fn max_push_body(&self) -> u64 {
+        self.ingest.seal_bytes + (1 << 20)
+    }
+
     /// Where restores go.
     pub fn recovery_dir(&self) -> PathBuf {
         self.recovery_dir

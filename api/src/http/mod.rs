@@ -164,7 +164,7 @@ async fn authenticate(State(svc): State<Arc<Service>>, req: Request, next: Next)
         Ok(()) => next.run(req).await,
         Err(e) => {
             tracing::info!(method = %req.method(), path = %req.uri().path(), status = e.status.as_u16(), "refused");
-            drain(req.into_body(), svc.config.ingest.seal_bytes + (1 << 20)).await;
+            drain(req.into_body(), svc.config.max_push_body()).await;
             e.into_response()
         }
     }

@@ -182,8 +182,7 @@ pub async fn push_writes(
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Json<Pushed>> {
-    let limit = svc.config.ingest.seal_bytes as usize + (1 << 20);
-    let body = read_body(body, limit).await?;
+    let body = read_body(body, svc.config.max_push_body() as usize).await?;
     let writes = decode_writes(
         body,
         tidemark_ingest::now_ns(),

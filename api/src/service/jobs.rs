@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail};
 use super::metrics::Metrics;
+use super::records::Records;
 
 /// What a job does.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -193,7 +194,7 @@ pub struct JobSpec {
 
 /// The job manager.
 pub struct Jobs {
-    dir: PathBuf,
+    records: Records,
     store: DynStore,
     index: Arc<Index>,
     opts: RestoreOptions,
@@ -216,9 +217,8 @@ impl Jobs {
         keep_ended: usize,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Jobs>> {
-        std::fs::create_dir_all(dir)?;
         let jobs = Arc::new(Jobs {
-            dir: dir.to_owned(),
+            records: Records::open(dir)?,
             store,
             index,
             opts: RestoreOptions {
@@ -233,21 +233,7 @@ impl Jobs {
             tasks: Mutex::new(Vec::new()),
         });
         let mut interrupted = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let job: Job = match std::fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| Ok(serde_json::from_slice(&b)?))
-            {
-                Ok(j) => j,
-                Err(e) => {
-                    tracing::warn!("ignoring unreadable job file {}: {e}", path.display());
-                    continue;
-                }
-            };
+        for job in jobs.records.load::<Job>()? {
             if !job.state.is_final() {
                 interrupted.push(job.id.clone());
             }
@@ -401,7 +387,7 @@ impl Jobs {
             return Err(ApiError::conflict(format!("job {id} has not ended")));
         }
         lock(&self.jobs).remove(id);
-        let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        let _ = self.records.remove(id);
         Ok(())
     }
 
@@ -418,7 +404,7 @@ impl Jobs {
             .collect();
         for id in oldest_beyond(jobs, self.keep_ended) {
             lock(&self.jobs).remove(&id);
-            let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+            let _ = self.records.remove(&id);
         }
     }
 
@@ -597,16 +583,7 @@ impl Jobs {
     }
 
     fn persist(&self, job: &Job) -> std::io::Result<()> {
-        let path = self.dir.join(format!("{}.json", job.id));
-        let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)
+        self.records.save(&job.id, job)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod locks;
 pub mod metrics;
 pub mod paths;
 pub mod pipe;
+pub mod records;
 pub mod tail;
 pub mod test_copies;
 
@@ -59,6 +60,8 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the service begins to stop.
     pub stopping: CancellationToken,
+    /// The write path's context, built once from the above.
+    ingest: IngestContext,
 }
 
 impl Service {
@@ -104,7 +107,7 @@ impl Service {
         let tokens = Tokens::from_config(&config.tokens, &config.data_dir)?;
         Ok(Arc::new(Service {
             pipes: Pipes::new(
-                ctx,
+                ctx.clone(),
                 locks.clone(),
                 metrics.clone(),
                 config.ingest.max_queued_bytes,
@@ -120,18 +123,14 @@ impl Service {
             tokens,
             metrics,
             stopping: CancellationToken::new(),
+            ingest: ctx,
             config,
         }))
     }
 
     /// The write path's context (over the counted store).
     pub fn ingest(&self) -> IngestContext {
-        IngestContext {
-            store: self.store.clone(),
-            index: self.index.clone(),
-            config: self.config.ingest_config(),
-            site: self.site_id.clone(),
-        }
+        self.ingest.clone()
     }
 }
 

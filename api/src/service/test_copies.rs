@@ -4,13 +4,14 @@
 //! touched.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
+use super::records::Records;
 
 /// A test copy as stored (its job tells how far it is).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -29,34 +30,23 @@ pub struct TestCopyRecord {
     pub created: String,
 }
 
-/// The registry of test copies: one JSON file each in DATA_DIR/test-copies.
+/// The registry of test copies: one record each in DATA_DIR/test-copies.
 pub struct TestCopies {
-    dir: PathBuf,
+    records: Records,
     copies: Mutex<BTreeMap<String, TestCopyRecord>>,
 }
 
 impl TestCopies {
     /// Loads the registry.
     pub fn open(dir: &Path) -> anyhow::Result<TestCopies> {
-        std::fs::create_dir_all(dir)?;
-        let mut copies = BTreeMap::new();
-        for e in std::fs::read_dir(dir)? {
-            let path = e?.path();
-            if path.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            match std::fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| Ok(serde_json::from_slice::<TestCopyRecord>(&b)?))
-            {
-                Ok(r) => {
-                    copies.insert(r.id.clone(), r);
-                }
-                Err(e) => tracing::warn!("ignoring unreadable {}: {e}", path.display()),
-            }
-        }
+        let records = Records::open(dir)?;
+        let copies = records
+            .load::<TestCopyRecord>()?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
         Ok(TestCopies {
-            dir: dir.to_owned(),
+            records,
             copies: Mutex::new(copies),
         })
     }
@@ -67,12 +57,8 @@ impl TestCopies {
 
     /// Records a new test copy.
     pub fn add(&self, rec: TestCopyRecord) -> Result<(), ApiError> {
-        let path = self.dir.join(format!("{}.json", rec.id));
-        let body = serde_json::to_vec_pretty(&rec)
-            .map_err(|e| ApiError::internal(format!("cannot encode the test copy: {e}")))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, body)
-            .and_then(|_| std::fs::rename(&tmp, &path))
+        self.records
+            .save(&rec.id, &rec)
             .map_err(|e| ApiError::internal(format!("cannot record the test copy: {e}")))?;
         self.lock().insert(rec.id.clone(), rec);
         Ok(())
@@ -96,11 +82,8 @@ impl TestCopies {
     /// Forgets a test copy (its images must already be gone).
     pub fn remove(&self, id: &str) -> Result<(), ApiError> {
         self.lock().remove(id);
-        match std::fs::remove_file(self.dir.join(format!("{id}.json"))) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ApiError::internal(format!(
-                "cannot forget test copy {id}: {e}"
-            ))),
-            _ => Ok(()),
-        }
+        self.records
+            .remove(id)
+            .map_err(|e| ApiError::internal(format!("cannot forget test copy {id}: {e}")))
     }
 }
