@@ -54,6 +54,98 @@ pub enum Command {
     Owner(OwnerArgs),
     /// Run the service: the HTTP API, restore jobs, and tailing of other sites' logs.
     Serve(ServeArgs),
+    /// Fail a domain over to the service's site (with --server): regular, planned,
+    /// forced or test.
+    Failover(FailoverArgs),
+    /// Warm replicas at the service's site (with --server): continuous failover and
+    /// failback.
+    #[command(subcommand)]
+    Replica(ReplicaCommand),
+    /// At the primary (with --server): commit what was pushed and stop taking writes,
+    /// before a planned failover elsewhere.
+    Release(DomainArg),
+    /// Show a domain as the service sees it (with --server): owner, mode, RPO, replica.
+    Status(DomainArg),
+}
+
+/// Arguments of `failover` and `replica complete`.
+#[derive(Args, Debug)]
+pub struct FailoverArgs {
+    /// Domain name.
+    #[arg(long)]
+    pub domain: String,
+    /// regular, planned, forced or test.
+    #[arg(long, default_value = "regular")]
+    pub mode: String,
+    /// latest, last-good, a seq, marker:NAME or an RFC 3339 time.
+    #[arg(long, default_value = "latest")]
+    pub point: String,
+    /// With a warm replica: apply or discard the points it has not applied.
+    #[arg(long, default_value = "apply")]
+    pub queue: String,
+    /// Without a replica: image directory, relative to the recovery directory.
+    #[arg(long)]
+    pub dir: Option<String>,
+    /// Planned: URL of the primary's service.
+    #[arg(long)]
+    pub primary: Option<String>,
+    /// Planned: a write token of the primary's service.
+    #[arg(long, env = "TIDEMARK_PRIMARY_TOKEN", hide_env_values = true)]
+    pub primary_token: Option<String>,
+    /// Planned: have the primary follow the log back (continuous failback).
+    #[arg(long)]
+    pub failback: bool,
+    /// Planned with --failback: the primary's image directory.
+    #[arg(long, requires = "failback")]
+    pub failback_dir: Option<String>,
+    /// A runbook (JSON: groups of VMs in boot order, hooks, re-IP rules).
+    #[arg(long)]
+    pub runbook: Option<PathBuf>,
+    /// Answer with the job at once instead of waiting for it to end.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `replica` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ReplicaCommand {
+    /// Start following a domain into warm images.
+    Start(ReplicaStartArgs),
+    /// Show a replica: the point its images hold and its lag.
+    Status(DomainArg),
+    /// Stop following and delete the images (a completed failover's images stay).
+    Stop(DomainArg),
+    /// Move the images to another point (only the changed blocks) and pause there.
+    Rollback(ReplicaRollbackArgs),
+    /// Follow the log again after a rollback.
+    Resume(DomainArg),
+    /// Complete continuous failover: apply or discard the queue and take ownership.
+    Complete(FailoverArgs),
+}
+
+/// Arguments of `replica start`.
+#[derive(Args, Debug)]
+pub struct ReplicaStartArgs {
+    /// Domain name.
+    #[arg(long)]
+    pub domain: String,
+    /// Image directory, relative to the recovery directory [default: replicas/DOMAIN].
+    #[arg(long)]
+    pub dir: Option<String>,
+    /// This is continuous failback (the site the domain failed over from).
+    #[arg(long)]
+    pub failback: bool,
+}
+
+/// Arguments of `replica rollback`.
+#[derive(Args, Debug)]
+pub struct ReplicaRollbackArgs {
+    /// Domain name.
+    #[arg(long)]
+    pub domain: String,
+    /// last-good, a seq, marker:NAME or an RFC 3339 time.
+    #[arg(long)]
+    pub point: String,
 }
 
 /// Arguments of `serve`.

@@ -29,12 +29,30 @@ pub struct Client {
 impl Client {
     /// A client of the service at `base` (http://host:port).
     pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
+        Self::build(base, token, reqwest::Client::builder())
+    }
+
+    /// A client whose every request gives up after `timeout` (one service calling
+    /// another must not hang on it).
+    pub fn with_timeout(
+        base: &str,
+        token: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Client> {
+        Self::build(base, token, reqwest::Client::builder().timeout(timeout))
+    }
+
+    fn build(
+        base: &str,
+        token: Option<&str>,
+        builder: reqwest::ClientBuilder,
+    ) -> anyhow::Result<Client> {
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") && !base.starts_with("https://") {
-            anyhow::bail!("--server {base:?}: expected http://HOST:PORT");
+            anyhow::bail!("{base:?}: expected http://HOST:PORT");
         }
         Ok(Client {
-            http: reqwest::Client::builder().build()?,
+            http: builder.build()?,
             base,
             token: token.map(str::to_owned),
         })
@@ -76,6 +94,11 @@ impl Client {
                 .body(body),
         )
         .await
+    }
+
+    /// DELETE a resource.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(Method::DELETE, path)).await
     }
 
     /// POST a binary body.

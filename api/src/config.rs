@@ -37,6 +37,8 @@ pub struct ServiceConfig {
     pub restore: RestoreTuning,
     /// How a recovery site follows the logs of domains other sites write.
     pub tail: TailTuning,
+    /// Warm replicas and failover.
+    pub failover: FailoverTuning,
 }
 
 impl Default for ServiceConfig {
@@ -54,6 +56,7 @@ impl Default for ServiceConfig {
             ingest: IngestTuning::default(),
             restore: RestoreTuning::default(),
             tail: TailTuning::default(),
+            failover: FailoverTuning::default(),
         }
     }
 }
@@ -185,6 +188,30 @@ impl Default for TailTuning {
     }
 }
 
+/// Warm replicas (continuous failover and failback) and failover runbooks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverTuning {
+    /// Milliseconds between two looks of a replica at its domain's log: the floor of
+    /// its lag.
+    pub replica_poll_ms: u64,
+    /// The only directory runbook hooks may be run from; default: DATA_DIR/hooks.
+    pub hooks_dir: Option<PathBuf>,
+    /// Seconds a planned failover waits for the primary's last point to reach this
+    /// site's index.
+    pub catch_up_timeout_secs: u64,
+}
+
+impl Default for FailoverTuning {
+    fn default() -> Self {
+        FailoverTuning {
+            replica_poll_ms: 200,
+            hooks_dir: None,
+            catch_up_timeout_secs: 60,
+        }
+    }
+}
+
 impl ServiceConfig {
     /// Reads the file (if any), then applies `TIDEMARK_*` environment overrides.
     pub fn load(file: Option<&Path>) -> anyhow::Result<ServiceConfig> {
@@ -260,6 +287,9 @@ impl ServiceConfig {
         if self.tail.interval_ms == 0 {
             bail!("tail.interval_ms must be positive");
         }
+        if self.failover.replica_poll_ms == 0 || self.failover.catch_up_timeout_secs == 0 {
+            bail!("failover.replica_poll_ms and failover.catch_up_timeout_secs must be positive");
+        }
         Ok(())
     }
 
@@ -276,6 +306,14 @@ impl ServiceConfig {
     /// Largest push body accepted: a segment's worth of data and its write headers.
     pub fn max_push_body(&self) -> u64 {
         self.ingest.seal_bytes + (1 << 20)
+    }
+
+    /// Where runbook hooks are installed.
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.failover
+            .hooks_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("hooks"))
     }
 
     /// Where restores go.

@@ -50,7 +50,7 @@ pub fn kind(e: &anyhow::Error) -> Kind {
                 "not_found" | "invalid_point" => Kind::NotFound,
                 "corrupt" => Kind::Corrupt,
                 "conflict" => Kind::Conflict,
-                "fenced" => Kind::Fenced,
+                "fenced" | "released" => Kind::Fenced,
                 _ => Kind::Other,
             };
         }

@@ -11,6 +11,7 @@ mod builder;
 mod chunker;
 mod commit;
 pub mod domain;
+mod image_blocks;
 pub mod owner;
 mod uploader;
 pub mod writer;
@@ -23,6 +24,7 @@ use tidemark_objstore::{DynStore, StoreError};
 use tidemark_pitr_index::{Index, IndexError};
 
 pub use commit::{CommittedPoint, FailPoint};
+pub use image_blocks::ImageBlocks;
 pub use writer::{DomainWriter, Write};
 
 /// Tuning of the write path; the defaults are DESIGN.md's.

@@ -10,6 +10,7 @@
 //! [`sync`] fills the index from the bucket: tailing the log, crash recovery, rebuild.
 
 mod keys;
+mod plan;
 mod point;
 pub mod sync;
 mod values;
@@ -23,6 +24,7 @@ use rocksdb::{
 };
 use tidemark_format::{ChunkHash, ChunkRef, DomainRecord, FormatError, PackId, Segment};
 
+pub use plan::DiskPlan;
 pub use point::{format_time, parse_time, PointSpec};
 pub use values::{ChunkLocation, DiskStat, MarkerMeta, PackInfo, SegmentMeta};
 
@@ -63,41 +65,6 @@ pub enum IndexError {
 
 /// Result type of this crate.
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
-
-/// Where to read a disk's blocks from to rebuild it at one point.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DiskPlan {
-    /// Disk index.
-    pub disk: u32,
-    /// The point.
-    pub seq: u64,
-    /// Number of blocks of the disk.
-    pub blocks: u32,
-    /// For each segment that holds some of the newest data: the blocks to read from it.
-    /// The sets are disjoint; newest segment first.
-    pub reads: Vec<(u64, RoaringBitmap)>,
-    /// Blocks whose newest state is an explicit zero.
-    pub zeroed: RoaringBitmap,
-    /// Segments that zeroed some of `zeroed` (a restore verifies them too).
-    pub zeroed_by: Vec<u64>,
-}
-
-impl DiskPlan {
-    /// Blocks that hold data at this point.
-    pub fn data_blocks(&self) -> u64 {
-        self.reads.iter().map(|(_, b)| b.len()).sum()
-    }
-
-    /// Every block that is zero at this point (explicitly zeroed or never written).
-    pub fn zero_blocks(&self) -> RoaringBitmap {
-        let mut z = RoaringBitmap::new();
-        z.insert_range(0..self.blocks);
-        for (_, b) in &self.reads {
-            z -= b;
-        }
-        z
-    }
-}
 
 /// Extra key-value state committed atomically with a segment (e.g. the agent's block
 /// hashes): `(key within the domain, value)`.
@@ -407,49 +374,6 @@ impl Index {
     /// Resolves a point specification to a seq.
     pub fn resolve_point(&self, domain: &str, spec: &PointSpec) -> Result<u64> {
         point::resolve(self, domain, spec)
-    }
-
-    /// Plans the restore of one disk at point `at` (DESIGN.md section 7): walks the
-    /// disk's bitmaps from `at` downwards until every block is resolved.
-    pub fn plan(&self, domain: &str, disk: u32, blocks: u32, at: u64) -> Result<DiskPlan> {
-        let prefix = keys::disk_prefix(domain, disk);
-        let start = keys::disk_seq(domain, disk, at);
-        let mut plan = DiskPlan {
-            disk,
-            seq: at,
-            blocks,
-            ..DiskPlan::default()
-        };
-        // `resolved` grows with what segments touched, so each step costs what the
-        // segment wrote, not the size of the disk.
-        let mut resolved = RoaringBitmap::new();
-        for item in self.db.iterator_cf(
-            self.cf("bitmaps"),
-            IteratorMode::From(&start, Direction::Reverse),
-        ) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let seq = keys::be_u64(&k[prefix.len()..])
-                .ok_or_else(|| IndexError::Corrupt("bitmap key".into()))?;
-            let (written, zeroed) = values::decode_bitmaps(&v)?;
-            let hit = &written - &resolved;
-            let zero_hit = &zeroed - &resolved;
-            if !zero_hit.is_empty() {
-                plan.zeroed |= zero_hit;
-                plan.zeroed_by.push(seq);
-            }
-            resolved |= written;
-            resolved |= zeroed;
-            if !hit.is_empty() {
-                plan.reads.push((seq, hit));
-            }
-            if resolved.len() >= blocks as u64 {
-                break;
-            }
-        }
-        Ok(plan)
     }
 
     // ---- state of other crates ----

@@ -9,12 +9,18 @@
 //! A restore may be resumable (a journal beside the partial image records the blocks
 //! that are durable, so an interrupted restore fetches only the rest) and throttled
 //! (pack reads paced to a rate).
+//!
+//! An existing image is moved from one point to another at the cost of what changed
+//! ([`update_image`]: warm replicas, rollback), and copied cheaply ([`clone_image`]).
 
 mod fetch;
+mod holes;
+pub mod image;
 mod pace;
 mod placement;
 pub mod restore;
 mod resume;
+pub mod update;
 pub mod verify;
 mod written;
 
@@ -22,8 +28,10 @@ use tidemark_format::FormatError;
 use tidemark_objstore::StoreError;
 use tidemark_pitr_index::IndexError;
 
+pub use image::{clone_image, CloneMethod};
 pub use restore::{restore_disk, RestoreOptions, RestoreProgress, RestoreReport};
 pub use resume::discard_partial;
+pub use update::{update_image, UpdateReport};
 
 /// Errors of rehydration, by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]

@@ -40,8 +40,7 @@ impl Placements {
             total += c.len as u64;
             ends.push(total);
         }
-        let mut runs = Runs::new(hits.iter());
-        while let Some((first, count)) = runs.next() {
+        for (first, count) in Runs::new(hits.iter()) {
             let rank = written.rank(first);
             if rank == 0 {
                 return false;
@@ -75,15 +74,20 @@ impl Placements {
     }
 }
 
-/// Maximal runs of consecutive values of an ascending iterator.
-struct Runs<I: Iterator<Item = u32>> {
+/// Maximal runs `(first, count)` of consecutive values of an ascending iterator.
+pub(crate) struct Runs<I: Iterator<Item = u32>> {
     it: std::iter::Peekable<I>,
 }
 
 impl<I: Iterator<Item = u32>> Runs<I> {
-    fn new(it: I) -> Self {
+    /// The runs of `it`.
+    pub fn new(it: I) -> Self {
         Runs { it: it.peekable() }
     }
+}
+
+impl<I: Iterator<Item = u32>> Iterator for Runs<I> {
+    type Item = (u32, u32);
 
     fn next(&mut self) -> Option<(u32, u32)> {
         let first = self.it.next()?;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use tidemark_format::{keys, PackId, Segment, BLOCK_SIZE};
+use tidemark_format::{keys, DomainRecord, PackId, Segment, BLOCK_SIZE};
 use tidemark_objstore::DynStore;
 use tidemark_pitr_index::{sync, DiskPlan, Index};
 
@@ -100,31 +100,9 @@ pub async fn restore_disk(
     opts: &RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<RestoreReport> {
-    let rec = index.require_domain(domain)?;
-    let stored = sync::load_domain(store, domain)
-        .await
-        .map_err(|e| match e {
-            // The index knows the domain, so the bucket lost its definition.
-            tidemark_pitr_index::IndexError::UnknownDomain(_) => {
-                RestoreError::corrupt(keys::domain_key(domain), "object is missing")
-            }
-            other => RestoreError::reading(&keys::domain_key(domain), other),
-        })?;
-    if stored != rec {
-        return Err(RestoreError::corrupt(
-            keys::domain_key(domain),
-            "disagrees with the local index (run `tidemark index rebuild`)",
-        ));
-    }
-    let disk_idx = rec
-        .disk_index(disk)
-        .ok_or_else(|| RestoreError::Invalid(format!("domain {domain} has no disk {disk:?}")))?;
+    let (rec, disk_idx) = checked_disk(store, index, domain, disk).await?;
     let spec = &rec.disks[disk_idx as usize];
-    // The plan walks whatever the index holds at or below `seq`: were the point itself
-    // not indexed (an index being rebuilt), it would silently be an older point.
-    if index.segment(domain, seq)?.is_none() {
-        return Err(tidemark_pitr_index::IndexError::NoSuchPoint(seq.to_string()).into());
-    }
+    require_point(index, domain, seq)?;
     let mut plan = index.plan(domain, disk_idx, spec.blocks(), seq)?;
     let data_blocks = plan.data_blocks();
     progress.total_bytes.store(
@@ -246,14 +224,54 @@ pub async fn restore_disk(
     })
 }
 
+/// The domain's record and the index of `disk` in it, once the domain is known, the
+/// bucket's `domain.json` agrees with the index, and the disk exists.
+pub(crate) async fn checked_disk(
+    store: &DynStore,
+    index: &Index,
+    domain: &str,
+    disk: &str,
+) -> Result<(DomainRecord, u32)> {
+    let rec = index.require_domain(domain)?;
+    let stored = sync::load_domain(store, domain)
+        .await
+        .map_err(|e| match e {
+            // The index knows the domain, so the bucket lost its definition.
+            tidemark_pitr_index::IndexError::UnknownDomain(_) => {
+                RestoreError::corrupt(keys::domain_key(domain), "object is missing")
+            }
+            other => RestoreError::reading(&keys::domain_key(domain), other),
+        })?;
+    if stored != rec {
+        return Err(RestoreError::corrupt(
+            keys::domain_key(domain),
+            "disagrees with the local index (run `tidemark index rebuild`)",
+        ));
+    }
+    let disk_idx = rec
+        .disk_index(disk)
+        .ok_or_else(|| RestoreError::Invalid(format!("domain {domain} has no disk {disk:?}")))?;
+    Ok((rec, disk_idx))
+}
+
+/// Fails with `NoSuchPoint` unless `seq` is indexed: a plan walks whatever the index
+/// holds at or below it, so were the point itself not indexed (an index being
+/// rebuilt), it would silently be an older point.
+pub(crate) fn require_point(index: &Index, domain: &str, seq: u64) -> Result<()> {
+    if index.segment(domain, seq)?.is_none() {
+        return Err(tidemark_pitr_index::IndexError::NoSuchPoint(seq.to_string()).into());
+    }
+    Ok(())
+}
+
 /// Where and how `fill` writes.
-struct Filler<'a> {
-    file: Arc<File>,
-    path: &'a Path,
-    opts: &'a RestoreOptions,
-    progress: &'a RestoreProgress,
-    pacer: Option<&'a Pacer>,
-    checkpoints: Option<&'a mut Checkpointer>,
+pub(crate) struct Filler<'a> {
+    pub file: Arc<File>,
+    pub path: &'a Path,
+    pub opts: &'a RestoreOptions,
+    pub progress: &'a RestoreProgress,
+    pub pacer: Option<&'a Pacer>,
+    pub checkpoints: Option<&'a mut Checkpointer>,
 }
 
 /// Turns batches of placements into verified chunk reads written to the image, and
@@ -322,7 +340,7 @@ impl BatchWriter<'_> {
 
 /// Fetches every segment of the plan (verifying it against the index), turns its hit
 /// blocks into chunk placements, and fetches and writes them in bounded batches.
-async fn fill(
+pub(crate) async fn fill(
     store: &DynStore,
     index: &Index,
     domain: &str,

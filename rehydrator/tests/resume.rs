@@ -7,72 +7,28 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tidemark_format::{DiskSpec, DomainRecord, BLOCK_SIZE};
-use tidemark_ingest::domain::create_domain;
-use tidemark_ingest::{DomainWriter, IngestConfig, IngestContext, Write};
-use tidemark_objstore::{DynStore, LocalStore};
+use tidemark_format::BLOCK_SIZE;
+use tidemark_objstore::DynStore;
 use tidemark_pitr_index::Index;
 use tidemark_rehydrator::{
     discard_partial, restore_disk, RestoreError, RestoreOptions, RestoreProgress, RestoreReport,
 };
 
+mod common;
+
+use common::Fixture;
+
 const BS: usize = BLOCK_SIZE as usize;
 const DISK: usize = 4 << 20;
 
-/// A domain with one disk of random data at two points.
-struct Fixture {
-    dir: tempfile::TempDir,
-    store: DynStore,
-    index: Arc<Index>,
-    /// The disk's image at each point, by seq.
-    points: Vec<(u64, Vec<u8>)>,
-}
-
 impl Fixture {
-    async fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: DynStore = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
-        let index = Arc::new(Index::open(&dir.path().join("index")).expect("index"));
-        let ctx = IngestContext {
-            store: store.clone(),
-            index: index.clone(),
-            // Small packs: the restore reads from several.
-            config: IngestConfig {
-                pack_bytes: 192 << 10,
-                ..IngestConfig::default()
-            },
-            site: "test-site".into(),
-        };
-        let rec = DomainRecord {
-            name: "dom".into(),
-            block_size: BLOCK_SIZE,
-            disks: vec![DiskSpec {
-                name: "disk0".into(),
-                size: DISK as u64,
-            }],
-            created: 1,
-        };
-        create_domain(&ctx, rec).await.expect("domain");
-        let mut w = DomainWriter::open(ctx, "dom").await.expect("writer");
+    /// One disk of random data at two points.
+    async fn with_two_points() -> Self {
+        let mut f = Fixture::new(DISK).await;
         let mut r = StdRng::seed_from_u64(11);
-        let mut image = vec![0u8; DISK];
-        let mut points = Vec::new();
-        let mut time = 0;
-        let mut write = |image: &mut Vec<u8>, offset: usize, data: Vec<u8>| {
-            image[offset..offset + data.len()].copy_from_slice(&data);
-            time += 1;
-            Write {
-                disk: 0,
-                offset: offset as u64,
-                data: Bytes::from(data),
-                time,
-            }
-        };
         // Point 1: all of the disk but its last 64 blocks, in several writes.
-        let mut batch = Vec::new();
         for part in 0..8 {
             let len = if part == 7 {
                 DISK / 8 - 64 * BS
@@ -80,27 +36,19 @@ impl Fixture {
                 DISK / 8
             };
             let data: Vec<u8> = (0..len).map(|_| r.gen()).collect();
-            batch.push(write(&mut image, part * DISK / 8, data));
+            f.write(part * DISK / 8, data);
         }
-        w.stage(batch).expect("stage");
-        points.push((w.seal(vec![]).await.expect("seal").seq, image.clone()));
+        f.commit().await;
         // Point 2: overwrites here and there, and a zeroed range.
-        let mut batch = Vec::new();
         for _ in 0..6 {
             let blocks = r.gen_range(1..40);
             let start = r.gen_range(0..DISK / BS - blocks);
             let data: Vec<u8> = (0..blocks * BS).map(|_| r.gen()).collect();
-            batch.push(write(&mut image, start * BS, data));
+            f.write(start * BS, data);
         }
-        batch.push(write(&mut image, 100 * BS, vec![0u8; 50 * BS]));
-        w.stage(batch).expect("stage");
-        points.push((w.seal(vec![]).await.expect("seal").seq, image.clone()));
-        Fixture {
-            dir,
-            store,
-            index,
-            points,
-        }
+        f.write(100 * BS, vec![0u8; 50 * BS]);
+        f.commit().await;
+        f
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -216,7 +164,7 @@ fn resumable() -> RestoreOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_restore_resumes_and_ends_exact() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let full = f.restore_exact(1, &f.path("full.img"), &resumable()).await;
     assert_eq!(full.resumed_bytes, 0, "a fresh restore resumes nothing");
 
@@ -247,7 +195,7 @@ async fn an_interrupted_restore_resumes_and_ends_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_of_a_resumed_restore_starts_at_what_was_done() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let out = f.path("r.img");
     f.interrupt(0, &out, true).await;
     // Cancelled before it starts: the progress shows what the journal holds.
@@ -267,7 +215,7 @@ async fn progress_of_a_resumed_restore_starts_at_what_was_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_of_another_point_is_ignored() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let out = f.path("r.img");
     // The partial image holds point 1, whose blocks point 2 zeroed or overwrote.
     f.interrupt(0, &out, true).await;
@@ -277,7 +225,7 @@ async fn a_journal_of_another_point_is_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_journal_is_ignored() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let out = f.path("r.img");
     type Damage = fn(&mut Vec<u8>);
     let damages: [(&str, Damage); 3] = [
@@ -300,7 +248,7 @@ async fn a_damaged_journal_is_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_image_without_its_journal_starts_over() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let out = f.path("r.img");
     f.interrupt(1, &out, true).await;
     std::fs::remove_file(journal(&out)).expect("remove journal");
@@ -310,7 +258,7 @@ async fn a_partial_image_without_its_journal_starts_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discard_partial_removes_image_and_journal() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let out = f.path("r.img");
     f.interrupt(1, &out, true).await;
     discard_partial(&out);
@@ -324,7 +272,7 @@ async fn discard_partial_removes_image_and_journal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_that_does_not_resume_removes_its_partial_image() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let out = f.path("r.img");
     // A journal of an earlier resumable restore into the same place.
     f.interrupt(1, &out, true).await;
@@ -342,7 +290,7 @@ async fn a_restore_that_does_not_resume_removes_its_partial_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_slows_the_restore_down() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let opts = RestoreOptions {
         concurrency: 4,
         max_range: 64 << 10,
@@ -363,7 +311,7 @@ async fn a_rate_limit_slows_the_restore_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_rate_limit_is_refused() {
-    let f = Fixture::new().await;
+    let f = Fixture::with_two_points().await;
     let opts = RestoreOptions {
         max_bytes_per_sec: Some(0),
         ..RestoreOptions::default()

@@ -1,5 +1,6 @@
 //! The CLI commands, each working on the local data directory.
 
+mod failover;
 mod owner;
 mod points;
 mod protect;
@@ -23,6 +24,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         let client = crate::client::Client::new(server, cli.token.as_deref())?;
         return remote::run(&client, command).await;
     }
+    if let Command::Failover(_) | Command::Replica(_) | Command::Release(_) | Command::Status(_) =
+        &command
+    {
+        return Err(needs_server());
+    }
     let site = Site::open(&data_dir, cli.store.as_deref(), None)?;
     match command {
         Command::Serve(a) => serve::run(cli.data_dir, cli.store, a).await,
@@ -30,6 +36,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Points(a) => points::run(&site, a).await,
         Command::Restore(a) => restore::run(&site, a).await,
         Command::Owner(a) => owner::run(&site, a).await,
+        Command::Failover(_) | Command::Replica(_) | Command::Release(_) | Command::Status(_) => {
+            Err(needs_server())
+        }
         Command::Index(IndexCommand::Rebuild(a)) => {
             let r = sync::rebuild(&site.store, &site.index, &a.domain).await?;
             println!(
@@ -61,6 +70,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The refusal of a command that only a running service can carry out.
+fn needs_server() -> anyhow::Error {
+    tidemark_ingest::IngestError::Invalid(
+        "failover, replica, release and status work through a running service: give --server URL (and --token)".into(),
+    )
+    .into()
 }
 
 /// Makes sure the index knows the domain, picking it up from the bucket if another

@@ -53,6 +53,20 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
             println!("{r}");
             Ok(())
         }
+        Command::Failover(a) => super::failover::failover(client, a, false).await,
+        Command::Replica(c) => super::failover::replica(client, c).await,
+        Command::Release(a) => {
+            let r: Value = client
+                .post(&format!("/v1/domains/{}/release", a.domain), &json!({}))
+                .await?;
+            println!("{r}");
+            Ok(())
+        }
+        Command::Status(a) => {
+            let r: Value = client.get(&format!("/v1/domains/{}", a.domain)).await?;
+            println!("{r}");
+            Ok(())
+        }
         Command::Serve(_) => bail!("serve does not take --server"),
     }
 }
@@ -127,6 +141,23 @@ async fn restore(client: &Client, a: RestoreArgs) -> anyhow::Result<()> {
         .as_str()
         .ok_or_else(|| anyhow!("the service answered a job without an id"))?
         .to_owned();
+    let job = wait_job(client, &id, "restore").await?;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "domain": a.domain, "disk": a.disk, "seq": job["seq"], "time": job["point_time"],
+                "out": job["disks"][0]["path"], "data_bytes": job["bytes_total"],
+                "resumed_bytes": job["resumed_bytes"], "job": id,
+            })
+        );
+    }
+    Ok(())
+}
+
+/// Polls a job until it ends, with a progress bar of its bytes; a job that did not
+/// succeed is an error with its code.
+pub(super) async fn wait_job(client: &Client, id: &str, what: &str) -> anyhow::Result<Value> {
     let bar = super::progress_bar();
     let job = loop {
         let job: Value = client.get(&format!("/v1/jobs/{id}")).await?;
@@ -143,34 +174,21 @@ async fn restore(client: &Client, a: RestoreArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     match job["state"].as_str() {
-        Some("succeeded") => {}
-        Some("cancelled") => bail!("restore job {id} was cancelled"),
-        _ => {
-            return Err(RemoteError {
-                status: 500,
-                code: job["error"]["code"]
-                    .as_str()
-                    .unwrap_or("internal")
-                    .to_owned(),
-                message: job["error"]["message"]
-                    .as_str()
-                    .unwrap_or("the restore failed")
-                    .to_owned(),
-            }
-            .into())
+        Some("succeeded") => Ok(job),
+        Some("cancelled") => bail!("{what} job {id} was cancelled"),
+        _ => Err(RemoteError {
+            status: 500,
+            code: job["error"]["code"]
+                .as_str()
+                .unwrap_or("internal")
+                .to_owned(),
+            message: job["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("the {what} failed")),
         }
+        .into()),
     }
-    if a.json {
-        println!(
-            "{}",
-            json!({
-                "domain": a.domain, "disk": a.disk, "seq": job["seq"], "time": job["point_time"],
-                "out": job["disks"][0]["path"], "data_bytes": job["bytes_total"],
-                "resumed_bytes": job["resumed_bytes"], "job": id,
-            })
-        );
-    }
-    Ok(())
 }
 
 async fn owner(client: &Client, a: OwnerArgs) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use super::extract::ApiJson;
 use super::points::Point;
 use crate::config::Retention;
 use crate::service::error::{ApiError, ApiResult, ErrorBody};
+use crate::service::replicas::{ReplicaDirection, ReplicaRecord, ReplicaState, ReplicaStatus};
 use crate::service::Service;
 
 /// A disk of a new domain.
@@ -96,6 +97,45 @@ pub struct Domain {
     pub capacity_bytes: u64,
     /// The points GC keeps.
     pub retention: Retention,
+    /// What this site does with the domain.
+    pub mode: DomainMode,
+    /// Age in seconds of the newest point this site has indexed: the RPO if the
+    /// protected site failed now.
+    pub rpo_seconds: Option<f64>,
+    /// This site's replica of the domain, with its lag.
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// What a site does with a domain.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainMode {
+    /// This site owns the domain and takes its writes.
+    Protected,
+    /// This site follows the domain with a warm replica (continuous failover).
+    Cfo,
+    /// This site owns the domain after failing it over here.
+    FailedOver,
+    /// This site follows the domain back to itself (continuous failback).
+    FailingBack,
+    /// This site released the domain for a planned failover; it refuses writes.
+    Released,
+    /// Another site owns the domain; this site indexes its log.
+    Standby,
+}
+
+fn mode(owned_here: bool, released: bool, replica: Option<&ReplicaRecord>) -> DomainMode {
+    let following = replica.filter(|r| r.state != ReplicaState::Completed);
+    match (following, released, owned_here) {
+        (Some(r), _, _) if r.direction == ReplicaDirection::Failback => DomainMode::FailingBack,
+        (Some(_), _, _) => DomainMode::Cfo,
+        (None, true, _) => DomainMode::Released,
+        (None, false, true) => match replica {
+            Some(r) if r.direction == ReplicaDirection::Failover => DomainMode::FailedOver,
+            _ => DomainMode::Protected,
+        },
+        (None, false, false) => DomainMode::Standby,
+    }
 }
 
 /// Domains.
@@ -115,6 +155,16 @@ fn describe(svc: &Service, rec: &DomainRecord, own: Option<owner::Ownership>) ->
         generation: o.record.generation,
         since: format_time(o.record.since),
     });
+    let owned_here = owner.as_ref().is_some_and(|o| o.site == svc.site_id);
+    let replica = svc.replicas.find(&rec.name);
+    let mode = mode(
+        owned_here,
+        svc.pipes.is_released(&rec.name),
+        replica.as_ref(),
+    );
+    let rpo_seconds = segments
+        .last()
+        .map(|s| (tidemark_ingest::now_ns() - s.time_end).max(0) as f64 / 1e9);
     Ok(Domain {
         name: rec.name.clone(),
         block_size: rec.block_size,
@@ -129,7 +179,7 @@ fn describe(svc: &Service, rec: &DomainRecord, own: Option<owner::Ownership>) ->
             })
             .collect(),
         created: format_time(rec.created),
-        owned_here: owner.as_ref().is_some_and(|o| o.site == svc.site_id),
+        owned_here,
         owner,
         newest_point: segments.last().map(Point::from),
         points: segments.len() as u64,
@@ -137,6 +187,9 @@ fn describe(svc: &Service, rec: &DomainRecord, own: Option<owner::Ownership>) ->
         logical_bytes: segments.iter().map(|s| s.logical_bytes()).sum(),
         capacity_bytes: rec.disks.iter().map(|d| d.size).sum(),
         retention: svc.config.retention.clone(),
+        mode,
+        rpo_seconds,
+        replica: replica.and_then(|_| svc.replicas.status(&rec.name).ok()),
     })
 }
 

@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 
 use crate::service::error::ApiError;
-use crate::service::metrics::Snapshot;
+use crate::service::metrics::{ReplicaGauges, Snapshot};
 use crate::service::Service;
 
 /// The process answers.
@@ -41,6 +41,18 @@ pub async fn metrics(State(svc): State<Arc<Service>>) -> Result<impl IntoRespons
         jobs: svc.jobs.counts(),
         index_bytes: svc.index.size_bytes(),
         domains,
+        replicas: svc
+            .replicas
+            .list()
+            .into_iter()
+            .map(|r| ReplicaGauges {
+                domain: r.record.domain,
+                lag_seconds: r.lag_seconds,
+                lag_segments: r.lag_segments,
+                lag_bytes: r.lag_bytes,
+                applied_seq: r.record.applied_seq,
+            })
+            .collect(),
         store: svc.metered.counts(),
     };
     Ok((

@@ -2,6 +2,7 @@
 
 mod domains;
 mod extract;
+mod failover;
 mod health;
 mod jobs;
 mod points;
@@ -52,6 +53,15 @@ pub use writes::{encode_writes, WireData};
         jobs::get_job,
         jobs::cancel_job,
         jobs::job_events,
+        failover::start_failover,
+        failover::release,
+        failover::start_replica,
+        failover::get_replica,
+        failover::list_replicas,
+        failover::delete_replica,
+        failover::rollback_replica,
+        failover::resume_replica,
+        failover::complete_replica,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -60,6 +70,7 @@ pub use writes::{encode_writes, WireData};
         (name = "writes", description = "The replication stream"),
         (name = "points", description = "Points in time"),
         (name = "recovery", description = "Restores, test copies and their jobs"),
+        (name = "failover", description = "Failover, warm replicas (continuous failover and failback), rollback"),
     )
 )]
 pub struct ApiDoc;
@@ -143,6 +154,27 @@ pub fn router(svc: Arc<Service>) -> Router {
             "/test-copies/{id}",
             get(test_copies::get_test_copy).delete(test_copies::delete_test_copy),
         )
+        .route("/domains/{domain}/failover", post(failover::start_failover))
+        .route("/domains/{domain}/release", post(failover::release))
+        .route(
+            "/domains/{domain}/replica",
+            post(failover::start_replica)
+                .get(failover::get_replica)
+                .delete(failover::delete_replica),
+        )
+        .route(
+            "/domains/{domain}/replica/rollback",
+            post(failover::rollback_replica),
+        )
+        .route(
+            "/domains/{domain}/replica/resume",
+            post(failover::resume_replica),
+        )
+        .route(
+            "/domains/{domain}/replica/complete",
+            post(failover::complete_replica),
+        )
+        .route("/replicas", get(failover::list_replicas))
         .route("/jobs", get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/cancel", post(jobs::cancel_job))

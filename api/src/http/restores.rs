@@ -118,6 +118,7 @@ pub async fn start_restore(
         seq: point.seq,
         disks,
         test_copy: None,
+        failover: None,
     })?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

@@ -101,6 +101,7 @@ pub async fn create_test_copy(
         seq: point.seq,
         disks,
         test_copy: Some(id.clone()),
+        failover: None,
     })?;
     let record = TestCopyRecord {
         id,

@@ -20,7 +20,7 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of: invalid_input, unauthorized, forbidden, not_found, method_not_allowed,
-    /// conflict, fenced, invalid_point, payload_too_large, corrupt, store_full,
+    /// conflict, fenced, released, invalid_point, payload_too_large, corrupt, store_full,
     /// unavailable, internal.
     pub code: String,
     /// A one-line explanation.
@@ -60,6 +60,12 @@ impl ApiError {
     /// 409: the request contradicts the current state.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 409: the domain was released to another site (planned failover); writes go
+    /// there now.
+    pub fn released(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "released", message)
     }
 
     /// 401: no or unknown token.

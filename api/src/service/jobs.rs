@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail};
+use super::failover::FailoverReport;
 use super::metrics::Metrics;
 use super::records::Records;
 
@@ -32,6 +33,8 @@ pub enum JobKind {
     Restore,
     /// Materialise the images of a test copy.
     TestCopy,
+    /// A failover (or the completion of continuous failover): see `failover`.
+    Failover,
 }
 
 /// Where a job is in its life.
@@ -125,6 +128,9 @@ pub struct Job {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
+    /// The steps of a failover job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverReport>,
 }
 
 /// A job being tracked: its record and, while it runs, its live progress.
@@ -190,6 +196,8 @@ pub struct JobSpec {
     pub disks: Vec<(String, PathBuf, u64)>,
     /// The test copy, for test-copy jobs.
     pub test_copy: Option<String>,
+    /// The failover's report, for failover jobs.
+    pub failover: Option<FailoverReport>,
 }
 
 /// The job manager.
@@ -233,8 +241,21 @@ impl Jobs {
             tasks: Mutex::new(Vec::new()),
         });
         let mut interrupted = Vec::new();
-        for job in jobs.records.load::<Job>()? {
-            if !job.state.is_final() {
+        for mut job in jobs.records.load::<Job>()? {
+            if !job.state.is_final() && job.kind == JobKind::Failover {
+                // Its steps changed ownership and images outside any journal: running
+                // them again blindly could take the domain over twice. The operator
+                // looks at the domain and decides.
+                job.state = JobState::Failed;
+                job.finished = Some(format_time(tidemark_ingest::now_ns()));
+                job.error = Some(ErrorDetail {
+                    code: "interrupted".into(),
+                    message: "the service stopped during the failover; check the domain's owner and replica, then fail over again".into(),
+                });
+                if let Err(e) = jobs.persist(&job) {
+                    tracing::warn!(job = %job.id, "cannot record the job: {e}");
+                }
+            } else if !job.state.is_final() {
                 interrupted.push(job.id.clone());
             }
             jobs.insert(job);
@@ -259,6 +280,19 @@ impl Jobs {
         })
     }
 
+    /// Whether a failover of `domain` has not ended.
+    pub fn failover_running(&self, domain: &str) -> bool {
+        lock(&self.jobs).values().any(|e| {
+            let j = lock(&e.job);
+            !j.state.is_final() && j.kind == JobKind::Failover && j.domain == domain
+        })
+    }
+
+    /// The tuning restores run with.
+    pub fn restore_options(&self) -> RestoreOptions {
+        self.opts.clone()
+    }
+
     fn entry(&self, id: &str) -> Result<Arc<Entry>, ApiError> {
         lock(&self.jobs)
             .get(id)
@@ -266,11 +300,12 @@ impl Jobs {
             .ok_or_else(|| ApiError::not_found(format!("no job {id:?}")))
     }
 
-    /// Queues a new job.
-    pub fn start(self: &Arc<Self>, spec: JobSpec) -> Result<Job, ApiError> {
+    fn new_job(&self, spec: JobSpec) -> Job {
         let point_time = self
             .index
-            .segment(&spec.domain, spec.seq)?
+            .segment(&spec.domain, spec.seq)
+            .ok()
+            .flatten()
             .map(|m| format_time(m.time_end))
             .unwrap_or_default();
         let disks: Vec<JobDisk> = spec
@@ -283,7 +318,7 @@ impl Jobs {
                 done: false,
             })
             .collect();
-        let job = Job {
+        Job {
             id: new_id("job"),
             kind: spec.kind,
             state: JobState::Queued,
@@ -301,32 +336,78 @@ impl Jobs {
             created: format_time(tidemark_ingest::now_ns()),
             finished: None,
             error: None,
-        };
-        {
-            // Two live jobs writing one image would publish each other's half-written
-            // file; the check and the insert are one step under the table's lock.
-            let mut jobs = lock(&self.jobs);
-            for other in jobs.values() {
-                let other = lock(&other.job);
-                if other.state.is_final() {
-                    continue;
-                }
-                if let Some(d) = other
-                    .disks
-                    .iter()
-                    .find(|d| job.disks.iter().any(|n| n.path == d.path))
-                {
-                    return Err(ApiError::conflict(format!(
-                        "job {} is writing {}",
-                        other.id, d.path
-                    )));
-                }
-            }
-            self.persist(&job)
-                .map_err(|e| ApiError::internal(format!("cannot record the job: {e}")))?;
-            jobs.insert(job.id.clone(), Arc::new(Entry::new(job.clone())));
+            failover: spec.failover,
         }
+    }
+
+    /// Records a new job and tracks it.
+    fn register(&self, job: Job) -> Result<Arc<Entry>, ApiError> {
+        // Two live jobs writing one image would publish each other's half-written
+        // file; the check and the insert are one step under the table's lock.
+        let mut jobs = lock(&self.jobs);
+        for other in jobs.values() {
+            let other = lock(&other.job);
+            if other.state.is_final() {
+                continue;
+            }
+            if let Some(d) = other
+                .disks
+                .iter()
+                .find(|d| job.disks.iter().any(|n| n.path == d.path))
+            {
+                return Err(ApiError::conflict(format!(
+                    "job {} is writing {}",
+                    other.id, d.path
+                )));
+            }
+        }
+        self.persist(&job)
+            .map_err(|e| ApiError::internal(format!("cannot record the job: {e}")))?;
+        let entry = Arc::new(Entry::new(job.clone()));
+        jobs.insert(job.id, entry.clone());
+        Ok(entry)
+    }
+
+    /// Queues a new restore job.
+    pub fn start(self: &Arc<Self>, spec: JobSpec) -> Result<Job, ApiError> {
+        let job = self.new_job(spec);
+        self.register(job.clone())?;
         self.spawn(&job.id);
+        Ok(job)
+    }
+
+    /// Starts a job whose work is `work` (a failover). It runs at once, not queued
+    /// behind restores: a failover must not wait for a worker.
+    pub fn start_task<F, Fut>(self: &Arc<Self>, spec: JobSpec, work: F) -> Result<Job, ApiError>
+    where
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ApiError>> + Send + 'static,
+    {
+        let job = self.new_job(spec);
+        let entry = self.register(job.clone())?;
+        let work = work(JobHandle {
+            jobs: self.clone(),
+            entry: entry.clone(),
+        });
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            this.update(&entry, |j| {
+                j.state = JobState::Running;
+                j.runs += 1;
+            });
+            let result = work.await;
+            *lock(&entry.live) = None;
+            match result {
+                Ok(()) => this.finish(&entry, JobState::Succeeded, None),
+                Err(e) if entry.cancel.load(Ordering::SeqCst) => {
+                    this.finish(&entry, JobState::Cancelled, Some(e))
+                }
+                Err(e) => this.finish(&entry, JobState::Failed, Some(e)),
+            }
+        });
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
         Ok(job)
     }
 
@@ -553,16 +634,19 @@ impl Jobs {
     }
 
     fn end(&self, e: &Entry, result: Result<(), RestoreError>) {
-        let state = match &result {
-            Ok(()) => JobState::Succeeded,
-            Err(RestoreError::Cancelled) => JobState::Cancelled,
-            Err(_) => JobState::Failed,
-        };
         if result.is_err() {
             for d in lock(&e.job).disks.iter().filter(|d| !d.done) {
                 restore::discard_partial(Path::new(&d.path));
             }
         }
+        match result {
+            Ok(()) => self.finish(e, JobState::Succeeded, None),
+            Err(RestoreError::Cancelled) => self.finish(e, JobState::Cancelled, None),
+            Err(err) => self.finish(e, JobState::Failed, Some(err.into())),
+        }
+    }
+
+    fn finish(&self, e: &Entry, state: JobState, error: Option<ApiError>) {
         self.update(e, |j| {
             j.state = state;
             j.finished = Some(format_time(tidemark_ingest::now_ns()));
@@ -571,19 +655,67 @@ impl Jobs {
             if state == JobState::Succeeded {
                 j.bytes_done = j.bytes_total;
             }
-            if let Err(err) = result {
-                let api = ApiError::from(err);
-                j.error = Some(ErrorDetail {
-                    code: api.code.to_owned(),
-                    message: api.message,
-                });
-            }
+            j.error = error.map(|api| ErrorDetail {
+                code: api.code.to_owned(),
+                message: api.message,
+            });
         });
         self.prune();
     }
 
     fn persist(&self, job: &Job) -> std::io::Result<()> {
         self.records.save(&job.id, job)
+    }
+}
+
+/// What the work of a task job (a failover) reports through.
+pub struct JobHandle {
+    jobs: Arc<Jobs>,
+    entry: Arc<Entry>,
+}
+
+impl JobHandle {
+    /// The job's id.
+    pub fn id(&self) -> String {
+        lock(&self.entry.job).id.clone()
+    }
+
+    /// Changes the job's record (saved and streamed to watchers).
+    pub fn update(&self, f: impl FnOnce(&mut Job)) {
+        self.jobs.update(&self.entry, f);
+    }
+
+    /// Whether cancelling was asked for.
+    pub fn cancelled(&self) -> bool {
+        self.entry.cancel.load(Ordering::SeqCst)
+    }
+
+    /// A token cancelled when the job is cancelled or the service stops.
+    pub fn cancel_token(&self) -> CancellationToken {
+        let token = self.jobs.shutdown.child_token();
+        let entry = self.entry.clone();
+        let linked = token.clone();
+        let mut changes = entry.changed.subscribe();
+        tokio::spawn(async move {
+            loop {
+                if entry.cancel.load(Ordering::SeqCst) {
+                    linked.cancel();
+                    return;
+                }
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    _ = linked.cancelled() => return,
+                }
+            }
+        });
+        token
+    }
+
+    /// Reports the progress of image work under way as the job's bytes.
+    pub fn track(&self, progress: Option<Arc<RestoreProgress>>) {
+        let at_start = self.entry.snapshot().bytes_done;
+        *lock(&self.entry.live) = progress.map(|p| (p, Instant::now(), at_start));
+        self.entry.changed.send_replace(());
     }
 }
 

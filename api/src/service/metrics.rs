@@ -24,8 +24,24 @@ pub struct Snapshot {
     pub index_bytes: u64,
     /// Per domain: (name, seconds since its newest point, newest seq).
     pub domains: Vec<(String, f64, u64)>,
+    /// Warm replicas.
+    pub replicas: Vec<ReplicaGauges>,
     /// Requests and bytes of the object store.
     pub store: StoreCounts,
+}
+
+/// How far one replica is behind its domain's log.
+pub struct ReplicaGauges {
+    /// Its domain.
+    pub domain: String,
+    /// Age of the oldest point not applied yet.
+    pub lag_seconds: f64,
+    /// Points not applied yet.
+    pub lag_segments: u64,
+    /// Bytes those points wrote.
+    pub lag_bytes: u64,
+    /// The point its images hold.
+    pub applied_seq: Option<u64>,
 }
 
 impl Metrics {
@@ -125,6 +141,41 @@ impl Metrics {
         let _ = writeln!(out, "# HELP tidemark_last_seq Newest indexed seq of each domain.\n# TYPE tidemark_last_seq gauge");
         for (d, _, seq) in &s.domains {
             let _ = writeln!(out, "tidemark_last_seq{{domain=\"{d}\"}} {seq}");
+        }
+        type Gauge = (
+            &'static str,
+            &'static str,
+            fn(&ReplicaGauges) -> Option<f64>,
+        );
+        let gauges: [Gauge; 4] = [
+            (
+                "tidemark_replica_lag_seconds",
+                "Age of the oldest point a replica has not applied (0 when caught up).",
+                |r| Some(r.lag_seconds),
+            ),
+            (
+                "tidemark_replica_lag_segments",
+                "Points a replica has not applied.",
+                |r| Some(r.lag_segments as f64),
+            ),
+            (
+                "tidemark_replica_lag_bytes",
+                "Bytes of the points a replica has not applied.",
+                |r| Some(r.lag_bytes as f64),
+            ),
+            (
+                "tidemark_replica_applied_seq",
+                "The point a replica's images hold.",
+                |r| r.applied_seq.map(|s| s as f64),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for r in &s.replicas {
+                if let Some(v) = value(r) {
+                    let _ = writeln!(out, "{name}{{domain=\"{}\"}} {v}", r.domain);
+                }
+            }
         }
         out
     }

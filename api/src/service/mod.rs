@@ -2,12 +2,15 @@
 
 pub mod auth;
 pub mod error;
+pub mod failover;
 pub mod jobs;
 pub mod locks;
 pub mod metrics;
 pub mod paths;
 pub mod pipe;
 pub mod records;
+pub mod replicas;
+pub mod runbook;
 pub mod tail;
 pub mod test_copies;
 
@@ -29,7 +32,8 @@ use self::jobs::Jobs;
 use self::locks::DomainLocks;
 use self::metrics::Metrics;
 use self::paths::RecoveryDir;
-use self::pipe::Pipes;
+use self::pipe::{Pipes, Released};
+use self::replicas::Replicas;
 use self::test_copies::TestCopies;
 
 /// Everything the handlers share.
@@ -52,6 +56,8 @@ pub struct Service {
     pub jobs: Arc<Jobs>,
     /// Test copies.
     pub test_copies: TestCopies,
+    /// Warm replicas (continuous failover and failback).
+    pub replicas: Arc<Replicas>,
     /// Where restores may write.
     pub recovery: RecoveryDir,
     /// Bearer tokens.
@@ -98,18 +104,28 @@ impl Service {
             &config.data_dir.join("jobs"),
             store.clone(),
             site.index.clone(),
-            opts,
+            opts.clone(),
             config.restore.max_jobs,
             config.restore.keep_ended_jobs,
             metrics.clone(),
         )?;
         let test_copies = TestCopies::open(&config.data_dir.join("test-copies"))?;
+        let replicas = Replicas::open(
+            &config.data_dir.join("replicas"),
+            ctx.clone(),
+            locks.clone(),
+            metrics.clone(),
+            opts,
+            Duration::from_millis(config.failover.replica_poll_ms),
+        )?;
+        let released = Released::open(&config.data_dir.join("released"))?;
         let tokens = Tokens::from_config(&config.tokens, &config.data_dir)?;
         Ok(Arc::new(Service {
             pipes: Pipes::new(
                 ctx.clone(),
                 locks.clone(),
                 metrics.clone(),
+                released,
                 config.ingest.max_queued_bytes,
             ),
             site_id: site.site_id,
@@ -119,6 +135,7 @@ impl Service {
             locks,
             jobs,
             test_copies,
+            replicas,
             recovery,
             tokens,
             metrics,
@@ -171,6 +188,7 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
         .await
         .context("the HTTP server failed")?;
     svc.jobs.shut_down().await;
+    svc.replicas.shut_down().await;
     svc.pipes.close().await;
     let _ = tailer.await;
     tracing::info!("stopped");

@@ -12,14 +12,19 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 use tidemark_format::Marker;
-use tidemark_ingest::{CommittedPoint, DomainWriter, IngestContext, Write};
+use tidemark_ingest::{CommittedPoint, DomainWriter, ImageBlocks, IngestContext, Write};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::error::ApiError;
 use super::locks::DomainLocks;
 use super::metrics::Metrics;
+use super::records::Records;
 
 /// Messages queued per domain before pushes wait (bytes are bounded separately).
 const QUEUE_DEPTH: usize = 256;
@@ -35,6 +40,73 @@ enum Request {
     Seal(Vec<Marker>, Reply<Option<CommittedPoint>>),
     /// Make this site the owner (failover, failback).
     TakeOver(Option<u64>, Reply<(u64, CommittedPoint)>),
+    /// Commit what came before, then refuse writes: the domain is being handed to
+    /// another site (planned failover). Answers with the newest point.
+    Release(Reply<Option<u64>>),
+    /// Commit one point that sets blocks to what images hold (a failover to an
+    /// earlier point makes the log agree with the images it brought up).
+    ImageBlocks(Vec<ImageBlocks>, Vec<Marker>, Reply<CommittedPoint>),
+}
+
+/// A domain this site released for a planned failover: it refuses writes until it
+/// takes the domain over again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ReleasedRecord {
+    domain: String,
+    since: String,
+}
+
+/// The domains this site released, kept in DATA_DIR/released so that a restart does
+/// not start taking writes again.
+#[derive(Clone)]
+pub struct Released {
+    records: Records,
+    set: Arc<StdMutex<BTreeSet<String>>>,
+}
+
+impl Released {
+    /// Loads the released domains.
+    pub fn open(dir: &Path) -> std::io::Result<Released> {
+        let records = Records::open(dir)?;
+        let set = records
+            .load::<ReleasedRecord>()?
+            .into_iter()
+            .map(|r| r.domain)
+            .collect();
+        Ok(Released {
+            records,
+            set: Arc::new(StdMutex::new(set)),
+        })
+    }
+
+    /// Whether `domain` is released here.
+    pub fn contains(&self, domain: &str) -> bool {
+        self.lock().contains(domain)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, domain: &str) -> Result<(), ApiError> {
+        let rec = ReleasedRecord {
+            domain: domain.to_owned(),
+            since: tidemark_pitr_index::format_time(tidemark_ingest::now_ns()),
+        };
+        self.records
+            .save(domain, &rec)
+            .map_err(|e| ApiError::internal(format!("cannot record the release: {e}")))?;
+        self.lock().insert(domain.to_owned());
+        Ok(())
+    }
+
+    fn remove(&self, domain: &str) -> Result<(), ApiError> {
+        self.records
+            .remove(domain)
+            .map_err(|e| ApiError::internal(format!("cannot forget the release: {e}")))?;
+        self.lock().remove(domain);
+        Ok(())
+    }
 }
 
 /// The pipes of all domains written through this service.
@@ -42,6 +114,7 @@ pub struct Pipes {
     ctx: IngestContext,
     locks: DomainLocks,
     metrics: Arc<Metrics>,
+    released: Released,
     /// Bytes of pushed writes not yet answered, in KiB permits.
     queued: Arc<Semaphore>,
     queued_kib: u32,
@@ -56,6 +129,7 @@ impl Pipes {
         ctx: IngestContext,
         locks: DomainLocks,
         metrics: Arc<Metrics>,
+        released: Released,
         max_queued_bytes: u64,
     ) -> Self {
         let queued_kib = (max_queued_bytes >> 10).min(u32::MAX as u64 >> 3) as u32;
@@ -63,6 +137,7 @@ impl Pipes {
             ctx,
             locks,
             metrics,
+            released,
             queued: Arc::new(Semaphore::new(queued_kib as usize)),
             queued_kib,
             pipes: StdMutex::new(HashMap::new()),
@@ -105,6 +180,32 @@ impl Pipes {
         answer(rx).await
     }
 
+    /// Commits everything pushed before, then refuses writes to `domain` until this
+    /// site takes it over again. Answers with the newest point.
+    pub async fn release(&self, domain: &str) -> Result<Option<u64>, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(domain, Request::Release(tx)).await?;
+        answer(rx).await
+    }
+
+    /// Whether `domain` is released here.
+    pub fn is_released(&self, domain: &str) -> bool {
+        self.released.contains(domain)
+    }
+
+    /// Commits one point setting the given blocks to what the images hold.
+    pub async fn commit_image_blocks(
+        &self,
+        domain: &str,
+        disks: Vec<ImageBlocks>,
+        markers: Vec<Marker>,
+    ) -> Result<CommittedPoint, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(domain, Request::ImageBlocks(disks, markers, tx))
+            .await?;
+        answer(rx).await
+    }
+
     async fn reserve(&self, bytes: u64) -> Result<OwnedSemaphorePermit, ApiError> {
         let kib = bytes.div_ceil(1024).min(self.queued_kib as u64) as u32;
         self.queued
@@ -132,6 +233,7 @@ impl Pipes {
                         domain: domain.to_owned(),
                         locks: self.locks.clone(),
                         metrics: self.metrics.clone(),
+                        released: self.released.clone(),
                         writer: None,
                     };
                     let handle = tokio::spawn(task.run(rx));
@@ -177,6 +279,7 @@ struct PipeTask {
     domain: String,
     locks: DomainLocks,
     metrics: Arc<Metrics>,
+    released: Released,
     writer: Option<DomainWriter>,
 }
 
@@ -215,11 +318,14 @@ impl PipeTask {
                         round.seal = Some((markers, reply));
                         break;
                     }
-                    Request::TakeOver(expected, reply) => {
+                    // These act on a committed log: what is staged is committed first.
+                    r @ (Request::TakeOver(..)
+                    | Request::Release(..)
+                    | Request::ImageBlocks(..)) => {
                         if round.acks.is_empty() {
-                            let _ = reply.send(self.take_over(expected).await);
+                            self.exclusive(r).await;
                         } else {
-                            next = Some(Request::TakeOver(expected, reply));
+                            next = Some(r);
                             break;
                         }
                     }
@@ -231,6 +337,58 @@ impl PipeTask {
                 next = rx.recv().await;
             }
         }
+    }
+
+    async fn exclusive(&mut self, r: Request) {
+        match r {
+            Request::TakeOver(expected, reply) => {
+                let _ = reply.send(self.take_over(expected).await);
+            }
+            Request::Release(reply) => {
+                let _ = reply.send(self.release().await);
+            }
+            Request::ImageBlocks(disks, markers, reply) => {
+                let _ = reply.send(self.image_blocks(disks, markers).await);
+            }
+            Request::Writes(..) | Request::Seal(..) => {}
+        }
+    }
+
+    fn refuse_if_released(&self) -> Result<(), ApiError> {
+        if self.released.contains(&self.domain) {
+            return Err(ApiError::released(format!(
+                "domain {} was released for a planned failover; this site takes writes again only after it takes the domain over",
+                self.domain
+            )));
+        }
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<Option<u64>, ApiError> {
+        self.released.add(&self.domain)?;
+        self.writer = None;
+        let _lock = self.locks.lock(&self.domain).await;
+        Ok(self.ctx.index.last_seq(&self.domain)?)
+    }
+
+    async fn image_blocks(
+        &mut self,
+        disks: Vec<ImageBlocks>,
+        markers: Vec<Marker>,
+    ) -> Result<CommittedPoint, ApiError> {
+        self.refuse_if_released()?;
+        let locks = self.locks.clone();
+        let domain = self.domain.clone();
+        let w = self.writer().await?;
+        let _lock = locks.lock(&domain).await;
+        let p = w.commit_image_blocks(disks, markers).await;
+        if p.is_err() {
+            // The next commit re-reads the log and the ownership.
+            self.writer = None;
+        }
+        let p = p?;
+        self.metrics.segment_committed(0, 0);
+        Ok(p)
     }
 
     fn would_overflow(&self, writes: &[Write]) -> bool {
@@ -260,6 +418,10 @@ impl PipeTask {
     ) {
         let count = writes.len() as u64;
         let bytes: u64 = writes.iter().map(|w| w.data.len() as u64).sum();
+        if let Err(e) = self.refuse_if_released() {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let staged = match self.writer().await {
             Ok(w) => w.stage(writes).map_err(ApiError::from),
             Err(e) => Err(e),
@@ -329,6 +491,7 @@ impl PipeTask {
         self.writer = None;
         let _lock = self.locks.lock(&self.domain).await;
         let (w, fence) = DomainWriter::take_over(self.ctx.clone(), &self.domain, expected).await?;
+        self.released.remove(&self.domain)?;
         let generation = w.writer().generation;
         self.writer = Some(w);
         self.metrics.segment_committed(0, 0);
@@ -348,6 +511,7 @@ impl PipeTask {
         let sealing_markers = !markers.is_empty();
         let mut attempted = None;
         let result = async {
+            self.refuse_if_released()?;
             let domain = self.domain.clone();
             let locks = self.locks.clone();
             let w = self.writer().await?;
@@ -441,6 +605,7 @@ mod tests {
             ctx.clone(),
             DomainLocks::default(),
             Arc::new(Metrics::default()),
+            Released::open(&tmp.path().join("released")).expect("released"),
             64 << 20,
         );
         (tmp, pipes, ctx)

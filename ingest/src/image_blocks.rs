@@ -1,0 +1,119 @@
+//! A point that sets chosen blocks of each disk to what an image file holds.
+//!
+//! A failover to a point P older than the log's head brings up images at P, but the
+//! log's newest state is the head: the new owner's writes would land on the wrong
+//! base, and a later restore or failback would mix the two. Committing, right after
+//! the fence, the blocks that changed after P as the images hold them makes the log's
+//! newest state equal to the images again, at the cost of what changed.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use roaring::RoaringBitmap;
+use tidemark_format::{Marker, BLOCK_SIZE};
+
+use crate::{now_ns, CommittedPoint, DomainWriter, IngestError, Result};
+
+/// Blocks are read from an image in runs of at most this many bytes.
+const READ_RUN: u64 = 1 << 20;
+
+/// Blocks of one disk to copy from an image into the log.
+#[derive(Clone, Debug)]
+pub struct ImageBlocks {
+    /// Disk index in the domain.
+    pub disk: u32,
+    /// The image file holding the state to commit.
+    pub image: PathBuf,
+    /// The blocks to commit (all-zero blocks become zeroed blocks).
+    pub blocks: RoaringBitmap,
+}
+
+impl DomainWriter {
+    /// Commits one point that sets `blocks` of each disk to what its image holds, with
+    /// `markers`. Nothing may be staged: the point must hold these blocks only.
+    pub async fn commit_image_blocks(
+        &mut self,
+        mut disks: Vec<ImageBlocks>,
+        markers: Vec<Marker>,
+    ) -> Result<CommittedPoint> {
+        if self.staged_bytes() > 0 {
+            return Err(IngestError::Invalid(
+                "writes are staged; commit them before the image blocks".into(),
+            ));
+        }
+        disks.sort_by_key(|d| d.disk);
+        for (i, d) in disks.iter().enumerate() {
+            let spec = self.domain().disks.get(d.disk as usize).ok_or_else(|| {
+                IngestError::Invalid(format!("disk index {} does not exist", d.disk))
+            })?;
+            if i > 0 && disks[i - 1].disk == d.disk {
+                return Err(IngestError::Invalid(format!(
+                    "disk {} named twice",
+                    spec.name
+                )));
+            }
+            if d.blocks.max().is_some_and(|b| b >= spec.blocks()) {
+                return Err(IngestError::Invalid(format!(
+                    "blocks past the end of disk {}",
+                    spec.name
+                )));
+            }
+            let len = std::fs::metadata(&d.image)
+                .map_err(|e| IngestError::Invalid(format!("{}: {e}", d.image.display())))?
+                .len();
+            if len != spec.size {
+                return Err(IngestError::Invalid(format!(
+                    "{} holds {len} bytes, disk {} has {}",
+                    d.image.display(),
+                    spec.name,
+                    spec.size
+                )));
+            }
+        }
+        let feed = move |b: &mut crate::builder::SegmentBuilder| {
+            let bs = BLOCK_SIZE as u64;
+            let mut buf = vec![0u8; READ_RUN as usize];
+            for d in &disks {
+                b.begin_disk(d.disk)?;
+                let file = File::open(&d.image)
+                    .map_err(|e| IngestError::Invalid(format!("{}: {e}", d.image.display())))?;
+                for run in runs(&d.blocks, (READ_RUN / bs) as u32) {
+                    let bytes = &mut buf[..(run.end - run.start) as usize * bs as usize];
+                    file.read_exact_at(bytes, run.start as u64 * bs)
+                        .map_err(|e| IngestError::Invalid(format!("{}: {e}", d.image.display())))?;
+                    for (i, block) in bytes.chunks_exact(bs as usize).enumerate() {
+                        b.put_block(run.start + i as u32, block)?;
+                    }
+                }
+            }
+            Ok(Vec::new())
+        };
+        let now = now_ns();
+        self.commit_feed(feed, markers, (now, now)).await
+    }
+}
+
+/// The runs of consecutive blocks of `blocks`, each at most `max` long, ascending.
+fn runs(blocks: &RoaringBitmap, max: u32) -> Vec<std::ops::Range<u32>> {
+    let mut out: Vec<std::ops::Range<u32>> = Vec::new();
+    for b in blocks {
+        match out.last_mut() {
+            Some(r) if r.end == b && r.end - r.start < max => r.end += 1,
+            _ => out.push(b..b + 1),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_are_consecutive_and_bounded() {
+        let blocks: roaring::RoaringBitmap = [1, 2, 3, 4, 5, 9, 10, 20].into_iter().collect();
+        assert_eq!(runs(&blocks, 3), vec![1..4, 4..6, 9..11, 20..21]);
+        assert!(runs(&roaring::RoaringBitmap::new(), 3).is_empty());
+    }
+}
