@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{assert_image, random_bytes, wire, wire_zero, Api, Server, ServerOptions, BS};
+use common::{
+    assert_image, cli, random_bytes, wire, wire_zero, Api, Server, ServerOptions, BS, WRITE_TOKEN,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -226,6 +228,16 @@ async fn continuous_failover_survives_a_restart_and_completes_at_the_last_acknow
     let d = b.get("/v1/domains/erp").await.expect(200);
     assert_eq!(d["mode"], "cfo", "{d}");
     assert!(d["replica"]["lag_segments"].is_u64(), "{d}");
+    let metrics = reqwest::get(format!("{}/metrics", s.b.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("tidemark_replica_lag_seconds{domain=\"erp\"}"),
+        "{metrics}"
+    );
     // The recovery service stops mid-CFO and comes back: the replica goes on.
     assert!(s.b.stop(), "clean stop");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -551,7 +563,7 @@ async fn planned_failover_loses_nothing_and_fails_back() {
     let job = b
         .post(
             "/v1/domains/crm/failover",
-            &json!({"mode": "planned", "primary": {"url": s.a.url, "token": common::WRITE_TOKEN}, "failback": {}}),
+            &json!({"mode": "planned", "primary": {"url": s.a.url, "token": WRITE_TOKEN}, "failback": {}}),
         )
         .await
         .expect(202);
@@ -604,7 +616,7 @@ async fn planned_failover_loses_nothing_and_fails_back() {
     let job = a
         .post(
             "/v1/domains/crm/replica/complete",
-            &json!({"mode": "planned", "primary": {"url": s.b.url, "token": common::WRITE_TOKEN}}),
+            &json!({"mode": "planned", "primary": {"url": s.b.url, "token": WRITE_TOKEN}}),
         )
         .await
         .expect(202);
@@ -633,4 +645,82 @@ async fn planned_failover_loses_nothing_and_fails_back() {
     let refused = push(&b, "crm", &w).await.expect_err("b released it");
     assert_eq!(refused.0, 409);
     stop.store(true, Ordering::SeqCst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_drives_replicas_and_failover() {
+    let s = two_sites();
+    let a = s.a.client();
+    create(&a, "mail").await;
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut history = Vec::new();
+    for _ in 0..6 {
+        let w = random_push(&mut rng, (0, 100));
+        history.push(Pushed {
+            seq: push(&a, "mail", &w).await.expect("push"),
+            writes: w,
+        });
+    }
+    let last = history.last().map(|p| p.seq).unwrap_or(0);
+    let run = |args: &[&str]| {
+        let (code, out, err) = cli(&s.b, WRITE_TOKEN, args);
+        (code, out.trim().to_owned(), err)
+    };
+    let (code, out, err) = run(&["replica", "start", "--domain", "mail", "--dir", "cli/mail"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["state"],
+        "seeding"
+    );
+    replica_at(&s.b.client(), "mail", last).await;
+    let (code, out, err) = run(&[
+        "replica",
+        "rollback",
+        "--domain",
+        "mail",
+        "--point",
+        &history[1].seq.to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["state"],
+        "paused"
+    );
+    let (code, _, err) = run(&["replica", "resume", "--domain", "mail"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["replica", "complete", "--domain", "mail"]);
+    assert_eq!(code, 0, "{err}");
+    let job: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let fence = job["failover"]["fence_seq"].as_u64().expect("fence");
+    assert_images(
+        &job["failover"]["images"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        &model_at(&history, fence),
+        &scratch(s.dir.path()),
+    );
+    let (code, out, err) = run(&["status", "--domain", "mail"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["mode"],
+        "failed_over"
+    );
+    // Failing over to the owner again is a conflict (exit 5); the old primary is fenced
+    // (exit 6 for its writes); without --server the command says what it needs (exit 2).
+    let (code, _, err) = run(&["failover", "--domain", "mail", "--mode", "forced"]);
+    assert_eq!(code, 5, "{err}");
+    let (code, _, err) = cli(&s.a, WRITE_TOKEN, &["release", "--domain", "mail"]);
+    assert_eq!(code, 5, "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--data-dir"])
+        .arg(s.dir.path().join("cli-local"))
+        .args(["failover", "--domain", "mail"])
+        .env_remove("TIDEMARK_SERVER")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server"));
+    assert!(!s.dir.path().join("cli-local").exists(), "nothing created");
 }

@@ -797,21 +797,6 @@ async fn recovery_site_follows_the_log_and_takes_over() {
     pb.push("crm", &[(0, 0, &block)]).await.expect(200);
 }
 
-/// Runs the CLI against the service; returns (exit code, stdout, stderr).
-fn cli(server: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["--server", &server.url, "--token", token])
-        .args(args)
-        .env_remove("TIDEMARK_DATA_DIR")
-        .output()
-        .expect("run the CLI");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_works_through_the_service() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -18,7 +18,7 @@ use crate::service::failover::{
     self, FailbackRequest, FailoverMode, FailoverRequest, PrimarySite, Queue, Released,
 };
 use crate::service::jobs::Job;
-use crate::service::replicas::{ReplicaDirection, ReplicaRecord, ReplicaStatus};
+use crate::service::replicas::{ReplicaDirection, ReplicaRecord, ReplicaState, ReplicaStatus};
 use crate::service::runbook::Runbook;
 use crate::service::Service;
 
@@ -48,9 +48,19 @@ pub async fn start_failover(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
+/// A failover to the site that owns the domain is refused, unless the domain still has
+/// a replica here that did not complete: a failover that took ownership and then
+/// failed (the store went away while the images moved) can then be run again.
 async fn refuse_if_owned_here(svc: &Service, name: &str) -> ApiResult<()> {
     let own = owner::read_owner(&svc.ingest(), name).await?;
-    if own.is_some_and(|o| o.record.site == svc.site_id) && !svc.pipes.is_released(name) {
+    let unfinished = svc
+        .replicas
+        .find(name)
+        .is_some_and(|r| r.state != ReplicaState::Completed);
+    if own.is_some_and(|o| o.record.site == svc.site_id)
+        && !svc.pipes.is_released(name)
+        && !unfinished
+    {
         return Err(ApiError::conflict(format!(
             "this site owns domain {name} already; fail over at another site"
         )));
@@ -112,7 +122,7 @@ pub async fn complete_replica(
         ));
     }
     match svc.replicas.find(&name) {
-        Some(r) if r.state != crate::service::replicas::ReplicaState::Completed => {}
+        Some(r) if r.state != ReplicaState::Completed => {}
         _ => {
             return Err(ApiError::not_found(format!(
                 "domain {name} has no running replica here"

@@ -292,6 +292,21 @@ impl Api {
     }
 }
 
+/// Runs the CLI against a server; returns (exit code, stdout, stderr).
+pub fn cli(server: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--server", &server.url, "--token", token])
+        .args(args)
+        .env_remove("TIDEMARK_DATA_DIR")
+        .output()
+        .expect("run the CLI");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The wire form of writes (see the API's writes module): 32-byte little-endian header
 /// and data, encoded here independently of the service's encoder.
 pub fn wire(writes: &[(u32, u64, &[u8])]) -> Vec<u8> {
