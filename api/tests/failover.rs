@@ -303,6 +303,17 @@ async fn forced_failover_fences_a_primary_that_keeps_writing() {
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(a.clone(), "web", 3, (0, 100), stop.clone());
     tokio::time::sleep(Duration::from_millis(800)).await;
+    // A point that does not exist is refused before anything is fenced.
+    b.post(
+        "/v1/domains/web/failover",
+        &json!({"mode": "forced", "point": "marker:nope"}),
+    )
+    .await
+    .error(422, "invalid_point");
+    assert_eq!(
+        a.get("/v1/domains/web").await.expect(200)["owned_here"],
+        true
+    );
     let job = b
         .post("/v1/domains/web/failover", &json!({"mode": "forced"}))
         .await
@@ -431,15 +442,10 @@ async fn rollback_and_test_failover_with_a_runbook() {
         (json!({"mode": "test", "runbook": bad_hook}), 400),
         (json!({"mode": "planned"}), 400),
         (json!({"mode": "sideways"}), 400),
-        (json!({"mode": "test", "point": "marker:nope"}), 202),
+        (json!({"mode": "test", "point": "marker:nope"}), 422),
     ] {
         let r = b.post("/v1/domains/db/failover", &body).await;
         assert_eq!(r.status, status, "{body}: {}", r.body);
-        if status == 202 {
-            let job = b.wait_job(r.body["id"].as_str().expect("id")).await;
-            assert_eq!(job["state"], "failed", "{job}");
-            assert_eq!(job["error"]["code"], "invalid_point", "{job}");
-        }
     }
     let job = b
         .post(

@@ -76,12 +76,15 @@ impl DomainWriter {
             let mut buf = vec![0u8; READ_RUN as usize];
             for d in &disks {
                 b.begin_disk(d.disk)?;
-                let file = File::open(&d.image)
-                    .map_err(|e| IngestError::Invalid(format!("{}: {e}", d.image.display())))?;
+                let read_err = |source| IngestError::Read {
+                    path: d.image.display().to_string(),
+                    source,
+                };
+                let file = File::open(&d.image).map_err(read_err)?;
                 for run in runs(&d.blocks, (READ_RUN / bs) as u32) {
                     let bytes = &mut buf[..(run.end - run.start) as usize * bs as usize];
                     file.read_exact_at(bytes, run.start as u64 * bs)
-                        .map_err(|e| IngestError::Invalid(format!("{}: {e}", d.image.display())))?;
+                        .map_err(read_err)?;
                     for (i, block) in bytes.chunks_exact(bs as usize).enumerate() {
                         b.put_block(run.start + i as u32, block)?;
                     }

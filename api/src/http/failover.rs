@@ -44,7 +44,7 @@ pub async fn start_failover(
     if req.mode != FailoverMode::Test {
         refuse_if_owned_here(&svc, &name).await?;
     }
-    let job = failover::start(&svc, rec, req)?;
+    let job = failover::start(&svc, rec, req).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
@@ -142,7 +142,8 @@ pub async fn complete_replica(
             failback: req.failback,
             runbook: req.runbook,
         },
-    )?;
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
@@ -221,6 +222,7 @@ pub async fn start_replica(
         &rec,
         req.direction.unwrap_or(ReplicaDirection::Failover),
         dir,
+        true,
     )?;
     Ok((StatusCode::CREATED, Json(status)))
 }

@@ -25,11 +25,12 @@ use tidemark_format::{DomainRecord, Marker};
 use tidemark_ingest::ImageBlocks;
 use tidemark_pitr_index::{format_time, PointSpec};
 use tidemark_rehydrator::{clone_image, restore_disk, update_image, RestoreProgress};
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::jobs::{new_id, Job, JobHandle, JobKind, JobSpec};
-use super::replicas::{ReplicaDirection, ReplicaDisk, ReplicaRecord, ReplicaState};
+use super::replicas::{HeldReplica, ReplicaDirection, ReplicaDisk, ReplicaState};
 use super::runbook::{self, RunContext, Runbook, RunbookStep};
 use super::test_copies::TestCopyRecord;
 use super::Service;
@@ -194,10 +195,20 @@ pub struct FailoverReport {
     pub runbook: Vec<RunbookStep>,
 }
 
-/// Checks a request and starts its job.
-pub fn start(svc: &Arc<Service>, domain: DomainRecord, mut req: FailoverRequest) -> ApiResult<Job> {
+/// Checks a request and starts its job. Everything that can be checked is checked
+/// here, before the job fences or releases anything.
+pub async fn start(
+    svc: &Arc<Service>,
+    domain: DomainRecord,
+    mut req: FailoverRequest,
+) -> ApiResult<Job> {
     let point = req.point.clone().unwrap_or_else(|| "latest".into());
     let spec: PointSpec = point.parse().map_err(ApiError::invalid)?;
+    if spec != PointSpec::Latest {
+        // A mistyped marker must fail now, not after the primary was fenced.
+        svc.replicas.catch_up(&domain.name).await?;
+        svc.index.resolve_point(&domain.name, &spec)?;
+    }
     match (req.mode, &req.primary, &req.failback) {
         (FailoverMode::Planned, None, _) => {
             return Err(ApiError::invalid(
@@ -255,12 +266,7 @@ pub fn start(svc: &Arc<Service>, domain: DomainRecord, mut req: FailoverRequest)
             dir
         }
     };
-    if svc.jobs.failover_running(&domain.name) {
-        return Err(ApiError::conflict(format!(
-            "a failover of domain {} is running",
-            domain.name
-        )));
-    }
+    let test_copy = (req.mode == FailoverMode::Test).then(|| new_id("tc"));
     let primary_token = req.primary.as_mut().and_then(|p| p.token.take());
     let report = FailoverReport {
         mode: req.mode,
@@ -274,7 +280,7 @@ pub fn start(svc: &Arc<Service>, domain: DomainRecord, mut req: FailoverRequest)
         from_replica: replica.is_some(),
         images: Vec::new(),
         rto_seconds: None,
-        test_copy: None,
+        test_copy: test_copy.clone(),
         runbook: Vec::new(),
     };
     let svc = svc.clone();
@@ -284,7 +290,7 @@ pub fn start(svc: &Arc<Service>, domain: DomainRecord, mut req: FailoverRequest)
             domain: domain.name.clone(),
             seq: 0,
             disks: Vec::new(),
-            test_copy: None,
+            test_copy: test_copy.clone(),
             failover: Some(report),
         },
         move |h| async move {
@@ -296,6 +302,7 @@ pub fn start(svc: &Arc<Service>, domain: DomainRecord, mut req: FailoverRequest)
                 req,
                 primary_token,
                 images_dir,
+                test_copy,
                 started: Instant::now(),
             };
             run.run().await
@@ -312,6 +319,7 @@ struct Run {
     req: FailoverRequest,
     primary_token: Option<String>,
     images_dir: PathBuf,
+    test_copy: Option<String>,
     started: Instant,
 }
 
@@ -372,16 +380,38 @@ impl Run {
     async fn run(self) -> ApiResult<()> {
         let cancel = self.h.cancel_token();
         let _unlink = cancel.clone().drop_guard();
-        let images = if self.req.mode == FailoverMode::Test {
-            self.test().await?
-        } else {
-            self.take_over().await?
-        };
-        self.runbook(&images, &cancel).await
+        if self.req.mode == FailoverMode::Test {
+            let images = match self.test(&cancel).await {
+                Ok(images) => images,
+                Err(e) => {
+                    self.forget_test_copy();
+                    return Err(e);
+                }
+            };
+            return self.runbook(&images, &cancel).await;
+        }
+        let (images, failback) = self.take_over(&cancel).await?;
+        // The images are up and this site owns the domain: the VMs start even if the
+        // primary could not be asked to follow back.
+        self.runbook(&images, &cancel).await?;
+        failback
     }
 
-    /// Regular, planned and forced failover. Returns the images and the point.
-    async fn take_over(&self) -> ApiResult<(Vec<FailoverImage>, u64)> {
+    /// Removes what a failed test failover made.
+    fn forget_test_copy(&self) {
+        let Some(id) = &self.test_copy else { return };
+        if let Ok(dir) = self.svc.recovery.target(&format!("test-copies/{id}")) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let _ = self.svc.test_copies.remove(id);
+    }
+
+    /// Regular, planned and forced failover. Returns the images and the point, and
+    /// how asking the primary to follow back went (reported after the runbook).
+    async fn take_over(
+        &self,
+        cancel: &CancellationToken,
+    ) -> ApiResult<((Vec<FailoverImage>, u64), ApiResult<()>)> {
         let name = self.domain.name.clone();
         let svc = &self.svc;
         let primary = match (&self.req.primary, self.req.mode) {
@@ -409,15 +439,54 @@ impl Run {
                     Ok((r.last_seq, detail))
                 })
                 .await?;
-            self.step("catch_up", self.catch_up_to(last)).await?;
+            self.step("catch_up", self.catch_up_to(last))
+                .await
+                .map_err(|e| ApiError {
+                    message: format!(
+                        "{} (the primary stays released: POST take-over there to resume it)",
+                        e.message
+                    ),
+                    ..e
+                })?;
         } else if self.req.mode == FailoverMode::Regular {
             self.step("catch_up", self.catch_up_to(None)).await?;
         }
         self.check_cancelled()?;
-        let held = match svc.replicas.find(&name) {
-            Some(r) if r.state != ReplicaState::Completed => Some(svc.replicas.hold(&name).await?),
-            _ => None,
-        };
+        // Without a warm replica the images are a replica that never follows: seeding
+        // it is the restore, resumable, and a failover that fails after taking
+        // ownership finds it and can run again.
+        if svc
+            .replicas
+            .find(&name)
+            .is_none_or(|r| r.state == ReplicaState::Completed)
+        {
+            svc.replicas.start(
+                &self.domain,
+                ReplicaDirection::Failover,
+                self.images_dir.clone(),
+                false,
+            )?;
+        }
+        let held = svc.replicas.hold(&name).await?;
+        let result = self.take_over_held(&held, primary.as_ref(), cancel).await;
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // Replication goes on where it was going on.
+                svc.replicas.release_following(held);
+                Err(e)
+            }
+        }
+    }
+
+    async fn take_over_held(
+        &self,
+        held: &HeldReplica,
+        primary: Option<&Client>,
+        cancel: &CancellationToken,
+    ) -> ApiResult<((Vec<FailoverImage>, u64), ApiResult<()>)> {
+        let name = self.domain.name.clone();
+        let svc = &self.svc;
         self.check_cancelled()?;
         let (generation, fence) = self
             .step("take_over", async {
@@ -432,11 +501,8 @@ impl Run {
             r.generation = Some(generation);
             r.fence_seq = Some(fence);
         });
-        let at = match (&held, &self.spec, self.req.queue) {
-            (Some(h), PointSpec::Latest, Queue::Discard) => match h.record().applied_seq {
-                Some(a) => a,
-                None => fence,
-            },
+        let at = match (&self.spec, self.req.queue, held.record().applied_seq) {
+            (PointSpec::Latest, Queue::Discard, Some(applied)) => applied,
             _ => svc.index.resolve_point(&name, &self.spec)?,
         };
         self.h.update(|j| {
@@ -451,22 +517,13 @@ impl Run {
         });
         let images = self
             .step("images", async {
-                match &held {
-                    Some(h) => {
-                        let from = h.record().applied_seq;
-                        svc.replicas.move_held(h, at).await?;
-                        let images = image_list(&h.record().disks);
-                        let detail = match from {
-                            Some(f) => format!("replica moved from seq {f} to {at}"),
-                            None => format!("replica seeded at seq {at}"),
-                        };
-                        Ok((images, detail))
-                    }
-                    None => {
-                        let images = self.restore_all(&self.images_dir, at).await?;
-                        Ok((images, format!("restored at seq {at}")))
-                    }
-                }
+                let from = held.record().applied_seq;
+                svc.replicas.move_held(held, at, cancel).await?;
+                let detail = match from {
+                    Some(f) => format!("replica moved from seq {f} to {at}"),
+                    None => format!("restored at seq {at}"),
+                };
+                Ok((image_list(&held.record().disks), detail))
             })
             .await?;
         if at < fence {
@@ -502,54 +559,32 @@ impl Run {
                 .await?;
             self.report(|r| r.revert_seq = revert);
         }
-        match &held {
-            Some(h) => {
-                svc.replicas.complete_held(h)?;
-            }
-            None => svc.replicas.record_completed(ReplicaRecord {
-                domain: name.clone(),
-                direction: ReplicaDirection::Failover,
-                state: ReplicaState::Completed,
-                dir: self.images_dir.display().to_string(),
-                disks: images
-                    .iter()
-                    .map(|i| ReplicaDisk {
-                        disk: i.disk.clone(),
-                        path: i.path.clone(),
-                        ready: true,
-                    })
-                    .collect(),
-                applied_seq: Some(at),
-                moving_to: None,
-                created: format_time(tidemark_ingest::now_ns()),
-                completed: Some(format_time(tidemark_ingest::now_ns())),
-                last_error: None,
-            })?,
-        }
-        drop(held);
+        svc.replicas.complete_held(held)?;
         let rto = self.started.elapsed().as_secs_f64();
         let listed = images.clone();
         self.report(|r| {
             r.images = listed;
             r.rto_seconds = Some(rto);
         });
-        if let (Some(primary), Some(fb)) = (&primary, &self.req.failback) {
+        let mut failback = Ok(());
+        if let (Some(primary), Some(fb)) = (primary, &self.req.failback) {
             let body = serde_json::json!({ "direction": "failback", "dir": fb.dir });
-            self.step("failback", async {
-                let r: serde_json::Value = primary
-                    .post(&format!("/v1/domains/{name}/replica"), &body)
-                    .await
-                    .map_err(|e| ApiError::unavailable(format!("the primary: {e}")))?;
-                let dir = r
-                    .get("dir")
-                    .and_then(|d| d.as_str())
-                    .unwrap_or("?")
-                    .to_owned();
-                Ok(((), format!("the primary follows the log back into {dir}")))
-            })
-            .await?;
+            failback = self
+                .step("failback", async {
+                    let r: serde_json::Value = primary
+                        .post(&format!("/v1/domains/{name}/replica"), &body)
+                        .await
+                        .map_err(|e| ApiError::unavailable(format!("the primary: {e}")))?;
+                    let dir = r
+                        .get("dir")
+                        .and_then(|d| d.as_str())
+                        .unwrap_or("?")
+                        .to_owned();
+                    Ok(((), format!("the primary follows the log back into {dir}")))
+                })
+                .await;
         }
-        Ok((images, at))
+        Ok(((images, at), failback))
     }
 
     /// Indexes the log until it holds `last` (or once, for `None`).
@@ -606,13 +641,16 @@ impl Run {
 
     /// A test failover: an isolated copy at the point, cloned from a warm replica when
     /// there is one (then moved to the point), else restored.
-    async fn test(&self) -> ApiResult<(Vec<FailoverImage>, u64)> {
+    async fn test(&self, cancel: &CancellationToken) -> ApiResult<(Vec<FailoverImage>, u64)> {
         let svc = &self.svc;
         let name = self.domain.name.clone();
         self.step("catch_up", self.catch_up_to(None)).await?;
         let at = svc.index.resolve_point(&name, &self.spec)?;
         self.h.update(|j| j.seq = at);
-        let id = new_id("tc");
+        let id = self
+            .test_copy
+            .clone()
+            .ok_or_else(|| ApiError::internal("a test failover without its test copy id"))?;
         let rel = format!("test-copies/{id}");
         let dir = svc.recovery.target(&rel)?;
         svc.test_copies.add(TestCopyRecord {
@@ -623,7 +661,6 @@ impl Run {
             job_id: self.h.id(),
             created: format_time(tidemark_ingest::now_ns()),
         })?;
-        self.report(|r| r.test_copy = Some(id.clone()));
         let replica = svc
             .replicas
             .find(&name)
@@ -632,7 +669,7 @@ impl Run {
             .step("images", async {
                 match replica {
                     Some(r) => {
-                        let (images, from, how) = self.clone_replica(&name, &dir).await?;
+                        let (images, from, how) = self.clone_replica(&name, &dir, cancel).await?;
                         for (img, d) in images.iter().zip(&r.disks) {
                             let progress = Arc::new(RestoreProgress::default());
                             self.h.track(Some(progress.clone()));
@@ -677,6 +714,7 @@ impl Run {
         &self,
         name: &str,
         dir: &Path,
+        cancel: &CancellationToken,
     ) -> ApiResult<(Vec<FailoverImage>, u64, &'static str)> {
         let svc = &self.svc;
         std::fs::create_dir_all(dir)
@@ -685,7 +723,7 @@ impl Run {
         let rec = held.record();
         // A move a crash interrupted leaves mixed images: finish it before cloning.
         if let Some(pending) = rec.moving_to {
-            svc.replicas.move_held(&held, pending).await?;
+            svc.replicas.move_held(&held, pending, cancel).await?;
         }
         let rec = held.record();
         let from = rec
@@ -695,7 +733,11 @@ impl Run {
         let mut how = "reflink";
         for d in &rec.disks {
             let to = dir.join(format!("{}.img", d.disk));
-            let method = clone_image(Path::new(&d.path), &to)?;
+            // A sparse copy of a large image takes a while: off the runtime's threads.
+            let (from_path, to_path) = (PathBuf::from(&d.path), to.clone());
+            let method = tokio::task::spawn_blocking(move || clone_image(&from_path, &to_path))
+                .await
+                .map_err(|e| ApiError::internal(format!("the image clone panicked: {e}")))??;
             if method == tidemark_rehydrator::CloneMethod::SparseCopy {
                 how = "sparse copy";
             }
@@ -704,11 +746,7 @@ impl Run {
                 path: to.display().to_string(),
             });
         }
-        let resume = matches!(rec.state, ReplicaState::Following | ReplicaState::Seeding);
-        drop(held);
-        if resume {
-            svc.replicas.resume(name).await?;
-        }
+        svc.replicas.release_following(held);
         Ok((images, from, how))
     }
 

@@ -280,14 +280,6 @@ impl Jobs {
         })
     }
 
-    /// Whether a failover of `domain` has not ended.
-    pub fn failover_running(&self, domain: &str) -> bool {
-        lock(&self.jobs).values().any(|e| {
-            let j = lock(&e.job);
-            !j.state.is_final() && j.kind == JobKind::Failover && j.domain == domain
-        })
-    }
-
     /// The tuning restores run with.
     pub fn restore_options(&self) -> RestoreOptions {
         self.opts.clone()
@@ -349,6 +341,15 @@ impl Jobs {
             let other = lock(&other.job);
             if other.state.is_final() {
                 continue;
+            }
+            if job.kind == JobKind::Failover
+                && other.kind == JobKind::Failover
+                && other.domain == job.domain
+            {
+                return Err(ApiError::conflict(format!(
+                    "failover {} of domain {} is running",
+                    other.id, job.domain
+                )));
             }
             if let Some(d) = other
                 .disks

@@ -54,7 +54,10 @@ impl Records {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        // The rename itself must survive a power loss: a replica's record names the
+        // point its images move to before they change.
+        std::fs::File::open(&self.dir)?.sync_all()
     }
 
     /// Deletes a record; one already gone is fine.

@@ -124,6 +124,27 @@ struct Handle {
     live: Mutex<Option<Arc<RestoreProgress>>>,
 }
 
+/// Runs `work` (a restore or an update reporting to `progress`) and asks it to stop
+/// when `stop` is cancelled; it then ends at its next range with `Cancelled`, leaving
+/// what a later run goes on from.
+async fn until_stopped<T>(
+    stop: &CancellationToken,
+    progress: &RestoreProgress,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = stop.cancelled(), if !asked => {
+                progress.cancelled.store(true, Ordering::SeqCst);
+                asked = true;
+            }
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -147,6 +168,8 @@ impl Handle {
 /// it lets the replica be resumed or halted again.
 pub struct HeldReplica {
     handle: Arc<Handle>,
+    /// Whether it was following (or seeding) when it was halted.
+    was_following: bool,
     _ops: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -224,13 +247,16 @@ impl Replicas {
         Ok(rec)
     }
 
-    /// Starts a replica of `domain` with images in `dir`. A completed replica of the
-    /// domain is replaced (its images stay where they are unless `dir` is the same).
+    /// Starts a replica of `domain` with images in `dir`; without `follow` it only
+    /// exists for a failover to seed (the images of a failover without a warm replica).
+    /// A completed replica of the domain is replaced (its images stay where they are
+    /// unless `dir` is the same).
     pub fn start(
         self: &Arc<Self>,
         domain: &DomainRecord,
         direction: ReplicaDirection,
         dir: PathBuf,
+        follow: bool,
     ) -> ApiResult<ReplicaStatus> {
         let name = domain.name.clone();
         let record = ReplicaRecord {
@@ -285,7 +311,9 @@ impl Replicas {
             table.insert(name.clone(), handle.clone());
             handle
         };
-        self.spawn_follower(&handle);
+        if follow {
+            self.spawn_follower(&handle);
+        }
         self.status(&name)
     }
 
@@ -420,7 +448,9 @@ impl Replicas {
             ReplicaState::Seeding => self.seed(h, &domain, stop).await?,
             ReplicaState::Following => match self.ctx.index.last_seq(&rec.domain)? {
                 Some(newest) if Some(newest) != rec.applied_seq => {
-                    self.bring_to(h, newest).await?;
+                    // Only a stopping service interrupts an apply: halting a replica
+                    // lets the apply in flight finish, so a failover sees whole points.
+                    self.bring_to(h, newest, &self.shutdown).await?;
                     true
                 }
                 _ => false,
@@ -464,20 +494,22 @@ impl Replicas {
             if d.ready {
                 continue;
             }
+            // Installed before `stop` is looked at, so a halt in between reaches it.
             let progress = Arc::new(RestoreProgress::default());
-            if stop.is_cancelled() {
-                progress.cancelled.store(true, Ordering::SeqCst);
-            }
             *lock(&h.live) = Some(progress.clone());
-            let report = restore_disk(
-                &self.ctx.store,
-                &self.ctx.index,
-                &domain.name,
-                &d.disk,
-                seq,
-                Path::new(&d.path),
-                &self.opts,
-                progress,
+            let report = until_stopped(
+                stop,
+                &progress,
+                restore_disk(
+                    &self.ctx.store,
+                    &self.ctx.index,
+                    &domain.name,
+                    &d.disk,
+                    seq,
+                    Path::new(&d.path),
+                    &self.opts,
+                    progress.clone(),
+                ),
             )
             .await?;
             self.metrics
@@ -497,7 +529,7 @@ impl Replicas {
     /// Moves every image to point `to`: first finishes a move a crash interrupted,
     /// then moves from the applied point. The record names the target before the
     /// images change and the new point once every image is synced.
-    async fn bring_to(&self, h: &Handle, to: u64) -> ApiResult<()> {
+    async fn bring_to(&self, h: &Handle, to: u64, stop: &CancellationToken) -> ApiResult<()> {
         let rec = h.snapshot();
         let Some(mut applied) = rec.applied_seq else {
             return Err(ApiError::conflict(format!(
@@ -517,22 +549,21 @@ impl Replicas {
             self.save(h, |r| r.moving_to = Some(target))?;
             for d in &rec.disks {
                 let progress = Arc::new(RestoreProgress::default());
-                // Only a stopping service interrupts an apply: halting a replica lets
-                // the apply in flight finish, so a failover sees whole points.
-                if self.shutdown.is_cancelled() {
-                    progress.cancelled.store(true, Ordering::SeqCst);
-                }
                 *lock(&h.live) = Some(progress.clone());
-                let report = update_image(
-                    &self.ctx.store,
-                    &self.ctx.index,
-                    &rec.domain,
-                    &d.disk,
-                    Path::new(&d.path),
-                    applied,
-                    target,
-                    &self.opts,
-                    progress,
+                let report = until_stopped(
+                    stop,
+                    &progress,
+                    update_image(
+                        &self.ctx.store,
+                        &self.ctx.index,
+                        &rec.domain,
+                        &d.disk,
+                        Path::new(&d.path),
+                        applied,
+                        target,
+                        &self.opts,
+                        progress.clone(),
+                    ),
                 )
                 .await?;
                 self.metrics.restored(report.data_bytes);
@@ -551,24 +582,46 @@ impl Replicas {
     pub async fn hold(&self, domain: &str) -> ApiResult<HeldReplica> {
         let handle = self.handle(domain)?;
         let ops = handle.ops.clone().lock_owned().await;
+        let was_following = lock(&handle.follower).is_some();
         self.halt(&handle).await;
-        Ok(HeldReplica { handle, _ops: ops })
+        Ok(HeldReplica {
+            handle,
+            was_following,
+            _ops: ops,
+        })
     }
 
-    /// Makes a held replica's images hold point `to`, seeding first if need be.
-    pub async fn move_held(&self, held: &HeldReplica, to: u64) -> ApiResult<()> {
+    /// Makes a held replica's images hold point `to` (seeding them at `to` if they were
+    /// never complete); `stop` (a cancelled job, a stopping service) interrupts it where
+    /// it can go on later.
+    pub async fn move_held(
+        &self,
+        held: &HeldReplica,
+        to: u64,
+        stop: &CancellationToken,
+    ) -> ApiResult<()> {
         let h = &held.handle;
         if h.snapshot().state == ReplicaState::Seeding {
             let domain = self.catch_up(&h.snapshot().domain).await?;
-            let never = CancellationToken::new();
-            if !self.seed(h, &domain, &never).await? {
-                return Err(ApiError::conflict(format!(
-                    "domain {} has no point to fail over to",
-                    domain.name
-                )));
+            if h.snapshot().moving_to.is_none() {
+                self.save(h, |r| r.moving_to = Some(to))?;
             }
+            self.seed(h, &domain, stop).await?;
         }
-        self.bring_to(h, to).await
+        self.bring_to(h, to, stop).await
+    }
+
+    /// Lets a held replica follow again if it was following when held, and lets go
+    /// of it; done under its operation lock, so a rollback waiting for the replica
+    /// sees it following and pauses it.
+    pub fn release_following(self: &Arc<Self>, held: HeldReplica) {
+        let state = held.handle.snapshot().state;
+        if held.was_following
+            && matches!(state, ReplicaState::Following | ReplicaState::Seeding)
+            && lock(&held.handle.follower).is_none()
+        {
+            self.spawn_follower(&held.handle);
+        }
     }
 
     /// Marks a held replica completed: its images are final.
@@ -577,16 +630,6 @@ impl Replicas {
             r.state = ReplicaState::Completed;
             r.completed = Some(format_time(tidemark_ingest::now_ns()));
         })
-    }
-
-    /// Records a completed failover done without a replica, so the site knows its
-    /// images and its mode.
-    pub fn record_completed(&self, record: ReplicaRecord) -> ApiResult<()> {
-        self.records
-            .save(&record.domain, &record)
-            .map_err(|e| ApiError::internal(format!("cannot record the failover: {e}")))?;
-        lock(&self.table).insert(record.domain.clone(), Handle::new(record));
-        Ok(())
     }
 
     /// Resumes following after a rollback (or a failed failover).
@@ -620,7 +663,12 @@ impl Replicas {
                 "the replica of {domain} completed a failover; its images are final"
             )));
         }
-        self.move_held(&held, to).await?;
+        if state == ReplicaState::Following {
+            // Paused before the images move: a restart in the middle must not let the
+            // follower finish the move and roll on past the point.
+            self.save(&held.handle, |r| r.state = ReplicaState::Paused)?;
+        }
+        self.move_held(&held, to, &self.shutdown).await?;
         self.save(&held.handle, |r| r.state = ReplicaState::Paused)?;
         self.describe(&held.handle)
     }
