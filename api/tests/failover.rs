@@ -92,6 +92,17 @@ async fn push(
     }
 }
 
+/// Pushes `n` random batches one after the other; returns them with their points.
+async fn push_random(api: &Api, domain: &str, rng: &mut StdRng, n: usize) -> Vec<Pushed> {
+    let mut history = Vec::new();
+    for _ in 0..n {
+        let writes = random_push(rng, (0, 100));
+        let seq = push(api, domain, &writes).await.expect("push");
+        history.push(Pushed { seq, writes });
+    }
+    history
+}
+
 /// What a writer had acknowledged, and the refusal (status, code) that stopped it.
 type Written = (Vec<Pushed>, Option<(u16, String)>);
 
@@ -202,14 +213,7 @@ async fn continuous_failover_survives_a_restart_and_completes_at_the_last_acknow
     let (a, b) = (s.a.client(), s.b.client());
     create(&a, "erp").await;
     let mut rng = StdRng::seed_from_u64(1);
-    let mut history = Vec::new();
-    for _ in 0..5 {
-        let w = random_push(&mut rng, (0, 100));
-        history.push(Pushed {
-            seq: push(&a, "erp", &w).await.expect("push"),
-            writes: w,
-        });
-    }
+    let mut history = push_random(&a, "erp", &mut rng, 5).await;
     // A replica refuses to start where the domain is owned.
     a.post("/v1/domains/erp/replica", &json!({}))
         .await
@@ -356,14 +360,7 @@ async fn rollback_and_test_failover_with_a_runbook() {
     let (a, b) = (s.a.client(), s.b.client());
     create(&a, "db").await;
     let mut rng = StdRng::seed_from_u64(4);
-    let mut history = Vec::new();
-    for _ in 0..30 {
-        let w = random_push(&mut rng, (0, 100));
-        history.push(Pushed {
-            seq: push(&a, "db", &w).await.expect("push"),
-            writes: w,
-        });
-    }
+    let mut history = push_random(&a, "db", &mut rng, 30).await;
     let early = history[9].seq;
     let last = history.last().map(|p| p.seq).unwrap_or(0);
     b.post("/v1/domains/db/replica", &json!({"dir": "warm/db"}))
@@ -505,14 +502,7 @@ async fn failover_to_an_earlier_point_makes_the_log_agree_with_the_images() {
     let (a, b) = (s.a.client(), s.b.client());
     create(&a, "files").await;
     let mut rng = StdRng::seed_from_u64(5);
-    let mut history = Vec::new();
-    for _ in 0..12 {
-        let w = random_push(&mut rng, (0, 100));
-        history.push(Pushed {
-            seq: push(&a, "files", &w).await.expect("push"),
-            writes: w,
-        });
-    }
+    let history = push_random(&a, "files", &mut rng, 12).await;
     let p = history[5].seq;
     let job = b
         .post(
@@ -659,14 +649,7 @@ async fn the_cli_drives_replicas_and_failover() {
     let a = s.a.client();
     create(&a, "mail").await;
     let mut rng = StdRng::seed_from_u64(10);
-    let mut history = Vec::new();
-    for _ in 0..6 {
-        let w = random_push(&mut rng, (0, 100));
-        history.push(Pushed {
-            seq: push(&a, "mail", &w).await.expect("push"),
-            writes: w,
-        });
-    }
+    let history = push_random(&a, "mail", &mut rng, 6).await;
     let last = history.last().map(|p| p.seq).unwrap_or(0);
     let run = |args: &[&str]| {
         let (code, out, err) = cli(&s.b, WRITE_TOKEN, args);
