@@ -174,6 +174,14 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> Option<Value>) -> 
     }
 }
 
+/// Starts a failover (or a replica's completion) and waits for its job to succeed.
+async fn succeeded(api: &Api, path: &str, body: &Value) -> Value {
+    let job = api.post(path, body).await.expect(202);
+    let job = api.wait_job(job["id"].as_str().expect("id")).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    job
+}
+
 /// Waits until the replica of `domain` at `api` is following and holds `seq` or later.
 async fn replica_at(api: &Api, domain: &str, seq: u64) -> Value {
     wait_for(&format!("the replica to reach seq {seq}"), async || {
@@ -252,15 +260,12 @@ async fn continuous_failover_survives_a_restart_and_completes_at_the_last_acknow
     assert_eq!(r["state"], "following", "{r}");
 
     // Complete while the primary keeps writing: it is fenced from then on.
-    let job = b
-        .post(
-            "/v1/domains/erp/replica/complete",
-            &json!({"queue": "apply"}),
-        )
-        .await
-        .expect(202);
-    let job = b.wait_job(job["id"].as_str().expect("id")).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    let job = succeeded(
+        &b,
+        "/v1/domains/erp/replica/complete",
+        &json!({"queue": "apply"}),
+    )
+    .await;
     let report = &job["failover"];
     let fence = report["fence_seq"].as_u64().expect("fence");
     assert!(
@@ -318,12 +323,7 @@ async fn forced_failover_fences_a_primary_that_keeps_writing() {
         a.get("/v1/domains/web").await.expect(200)["owned_here"],
         true
     );
-    let job = b
-        .post("/v1/domains/web/failover", &json!({"mode": "forced"}))
-        .await
-        .expect(202);
-    let job = b.wait_job(job["id"].as_str().expect("id")).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    let job = succeeded(&b, "/v1/domains/web/failover", &json!({"mode": "forced"})).await;
     let report = &job["failover"];
     let fence = report["fence_seq"].as_u64().expect("fence");
     assert_eq!(report["from_replica"], false);
@@ -444,15 +444,12 @@ async fn rollback_and_test_failover_with_a_runbook() {
         let r = b.post("/v1/domains/db/failover", &body).await;
         assert_eq!(r.status, status, "{body}: {}", r.body);
     }
-    let job = b
-        .post(
-            "/v1/domains/db/failover",
-            &json!({"mode": "test", "point": early.to_string(), "runbook": runbook}),
-        )
-        .await
-        .expect(202);
-    let job = b.wait_job(job["id"].as_str().expect("id")).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    let job = succeeded(
+        &b,
+        "/v1/domains/db/failover",
+        &json!({"mode": "test", "point": early.to_string(), "runbook": runbook}),
+    )
+    .await;
     let report = &job["failover"];
     let copy = report["test_copy"].as_str().expect("test copy").to_owned();
     assert_images(
@@ -504,15 +501,12 @@ async fn failover_to_an_earlier_point_makes_the_log_agree_with_the_images() {
     let mut rng = StdRng::seed_from_u64(5);
     let history = push_random(&a, "files", &mut rng, 12).await;
     let p = history[5].seq;
-    let job = b
-        .post(
-            "/v1/domains/files/failover",
-            &json!({"mode": "regular", "point": p.to_string(), "dir": "ransomware-recovery"}),
-        )
-        .await
-        .expect(202);
-    let job = b.wait_job(job["id"].as_str().expect("id")).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    let job = succeeded(
+        &b,
+        "/v1/domains/files/failover",
+        &json!({"mode": "regular", "point": p.to_string(), "dir": "ransomware-recovery"}),
+    )
+    .await;
     let report = &job["failover"];
     assert!(
         report["revert_seq"].as_u64().expect("revert")
@@ -556,15 +550,7 @@ async fn planned_failover_loses_nothing_and_fails_back() {
     let w1 = writer(a.clone(), "crm", 6, (0, 50), stop.clone());
     let w2 = writer(a.clone(), "crm", 7, (50, 100), stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let job = b
-        .post(
-            "/v1/domains/crm/failover",
-            &json!({"mode": "planned", "primary": {"url": s.a.url, "token": WRITE_TOKEN}, "failback": {}}),
-        )
-        .await
-        .expect(202);
-    let job = b.wait_job(job["id"].as_str().expect("id")).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    let job = succeeded(&b, "/v1/domains/crm/failover", &json!({"mode": "planned", "primary": {"url": s.a.url, "token": WRITE_TOKEN}, "failback": {}})).await;
     let report = &job["failover"];
     let fence = report["fence_seq"].as_u64().expect("fence");
     let mut history = Vec::new();
@@ -609,15 +595,12 @@ async fn planned_failover_loses_nothing_and_fails_back() {
     let r = replica_at(&a, "crm", last).await;
     assert_eq!(r["direction"], "failback");
     // Fail back: planned, from the original site, with the recovery site as primary.
-    let job = a
-        .post(
-            "/v1/domains/crm/replica/complete",
-            &json!({"mode": "planned", "primary": {"url": s.b.url, "token": WRITE_TOKEN}}),
-        )
-        .await
-        .expect(202);
-    let job = a.wait_job(job["id"].as_str().expect("id")).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    let job = succeeded(
+        &a,
+        "/v1/domains/crm/replica/complete",
+        &json!({"mode": "planned", "primary": {"url": s.b.url, "token": WRITE_TOKEN}}),
+    )
+    .await;
     let back = model_at(&history, u64::MAX);
     assert_images(
         &job["failover"]["images"]
