@@ -66,6 +66,22 @@ pub enum Command {
     Release(DomainArg),
     /// Show a domain as the service sees it (with --server): owner, mode, RPO, replica.
     Status(DomainArg),
+    /// Collect garbage of a domain this site owns, within its retention policy.
+    Gc(GcArgs),
+}
+
+/// Arguments of `gc`.
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Domain name.
+    #[arg(long)]
+    pub domain: String,
+    /// Only report what a run would do; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `failover` and `replica complete`.

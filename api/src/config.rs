@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -29,8 +30,10 @@ pub struct ServiceConfig {
     pub recovery_dir: Option<PathBuf>,
     /// Bearer tokens; with none, an admin token is generated into DATA_DIR/admin-token.
     pub tokens: Vec<TokenConfig>,
-    /// What GC will keep (issue 6 enforces it; the API reports it per domain).
+    /// What GC keeps of domains without a policy of their own.
     pub retention: Retention,
+    /// Garbage collection: its schedule and tuning.
+    pub gc: GcTuning,
     /// The write path's tuning.
     pub ingest: IngestTuning,
     /// Restore jobs' tuning.
@@ -53,6 +56,7 @@ impl Default for ServiceConfig {
             recovery_dir: None,
             tokens: Vec::new(),
             retention: Retention::default(),
+            gc: GcTuning::default(),
             ingest: IngestTuning::default(),
             restore: RestoreTuning::default(),
             tail: TailTuning::default(),
@@ -94,8 +98,8 @@ pub enum Access {
     Write,
 }
 
-/// Which points GC keeps.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+/// Which points GC keeps of domains without a policy of their own.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// Every point of this many recent hours is kept.
@@ -118,6 +122,54 @@ impl Default for Retention {
             daily: 14,
             weekly: 8,
             monthly: 12,
+        }
+    }
+}
+
+impl Retention {
+    /// As the policy GC applies.
+    pub fn policy(&self) -> tidemark_format::RetentionPolicy {
+        tidemark_format::RetentionPolicy {
+            pitr_window_secs: u64::from(self.pitr_window_hours) * 3600,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            pinned: Vec::new(),
+        }
+    }
+}
+
+/// Garbage collection (DESIGN.md section 9): when it runs on its own and how.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcTuning {
+    /// Seconds between two scheduled runs over the domains this site owns (0: none;
+    /// `POST /v1/domains/{d}/gc` still runs one).
+    pub interval_secs: u64,
+    /// Seconds what a run superseded is kept for readers still at it.
+    pub grace_secs: u64,
+    /// Seconds an object nothing references (a crashed commit's) is kept before it
+    /// is deleted; longer than any commit takes.
+    pub orphan_grace_secs: u64,
+    /// A pack with at least this fraction of its bytes dead is repacked.
+    pub repack_dead_fraction: f64,
+    /// The oldest kept point becomes an image once this many segments lie at or below it.
+    pub image_chain: usize,
+    /// Seconds a lease (a restore's, a test copy's, a replica's point) lasts unless
+    /// renewed; renewed every third of it.
+    pub lease_ttl_secs: u64,
+}
+
+impl Default for GcTuning {
+    fn default() -> Self {
+        GcTuning {
+            interval_secs: 3600,
+            grace_secs: 3600,
+            orphan_grace_secs: 3600,
+            repack_dead_fraction: 0.5,
+            image_chain: 16,
+            lease_ttl_secs: 600,
         }
     }
 }
@@ -290,6 +342,18 @@ impl ServiceConfig {
         if self.failover.replica_poll_ms == 0 || self.failover.catch_up_timeout_secs == 0 {
             bail!("failover.replica_poll_ms and failover.catch_up_timeout_secs must be positive");
         }
+        let fraction = self.gc.repack_dead_fraction;
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            bail!("gc.repack_dead_fraction must be above 0 and at most 1");
+        }
+        if self.gc.image_chain < 2 {
+            bail!("gc.image_chain must be at least 2");
+        }
+        // Renewed every third of it: below 3 seconds a slow store request would let
+        // a lease lapse between renewals.
+        if self.gc.lease_ttl_secs < 3 {
+            bail!("gc.lease_ttl_secs must be at least 3");
+        }
         Ok(())
     }
 
@@ -306,6 +370,29 @@ impl ServiceConfig {
     /// Largest push body accepted: a segment's worth of data and its write headers.
     pub fn max_push_body(&self) -> u64 {
         self.ingest.seal_bytes + (1 << 20)
+    }
+
+    /// GC's configuration; rewrites stage blocks in DATA_DIR/gc-scratch.
+    pub fn gc_config(&self) -> tidemark_gc::GcConfig {
+        let mut cfg = tidemark_gc::GcConfig::new(self.gc_scratch_dir());
+        cfg.grace = Duration::from_secs(self.gc.grace_secs);
+        cfg.orphan_grace = Duration::from_secs(self.gc.orphan_grace_secs);
+        cfg.repack_dead_fraction = self.gc.repack_dead_fraction;
+        cfg.rules.image_chain = self.gc.image_chain;
+        // GC's reads are not paced like restores': a paced run would hold the
+        // domain's commit for as long.
+        cfg.restore.concurrency = self.restore.concurrency;
+        cfg
+    }
+
+    /// Where GC stages rewrites.
+    pub fn gc_scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("gc-scratch")
+    }
+
+    /// How long a lease lasts unless renewed.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.gc.lease_ttl_secs)
     }
 
     /// Where runbook hooks are installed.
@@ -356,6 +443,33 @@ mod tests {
         assert_eq!(cfg.store.as_deref(), Some("file:///tmp/x"));
         assert_eq!(cfg.tokens.len(), 2);
         cfg.validate().expect("valid");
+    }
+
+    #[test]
+    fn gc_section_and_default_policy() {
+        let cfg: ServiceConfig = toml::from_str(
+            "[gc]\ninterval_secs = 0\ngrace_secs = 5\nimage_chain = 4\n[retention]\npitr_window_hours = 2\nhourly = 3",
+        )
+        .expect("parses");
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.gc.interval_secs, 0);
+        assert_eq!(cfg.gc.orphan_grace_secs, 3600);
+        let gc = cfg.gc_config();
+        assert_eq!(gc.grace, Duration::from_secs(5));
+        assert_eq!(gc.rules.image_chain, 4);
+        assert!(gc.scratch_dir.ends_with("gc-scratch"));
+        let p = cfg.retention.policy();
+        assert_eq!((p.pitr_window_secs, p.hourly, p.daily), (7200, 3, 14));
+        for bad in [
+            "[gc]\nrepack_dead_fraction = 0.0",
+            "[gc]\nrepack_dead_fraction = 1.5",
+            "[gc]\nimage_chain = 1",
+            "[gc]\nlease_ttl_secs = 0",
+        ] {
+            let cfg: ServiceConfig = toml::from_str(bad).expect("parses");
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<ServiceConfig>("[gc]\nintervall_secs = 1").is_err());
     }
 
     #[test]

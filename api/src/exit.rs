@@ -1,5 +1,6 @@
 //! One clear line and a distinct exit code for each kind of failure.
 
+use tidemark_gc::GcError;
 use tidemark_ingest::IngestError;
 
 use crate::client::RemoteError;
@@ -26,7 +27,8 @@ fn index_kind(e: &IndexError) -> Kind {
             Kind::Corrupt
         }
         IndexError::Store(s) => store_kind(s),
-        IndexError::Db(_) => Kind::Other,
+        // Transient, as a service's `unavailable` is.
+        IndexError::Db(_) | IndexError::Busy(_) => Kind::Other,
     }
 }
 
@@ -36,6 +38,29 @@ fn store_kind(e: &StoreError) -> Kind {
         StoreError::Invalid(_) | StoreError::Config(_) => Kind::Invalid,
         StoreError::AlreadyExists { .. } | StoreError::PreconditionFailed { .. } => Kind::Conflict,
         _ => Kind::Other,
+    }
+}
+
+fn ingest_kind(e: &IngestError) -> Kind {
+    match e {
+        IngestError::Invalid(_) => Kind::Invalid,
+        IngestError::UnknownDomain(_) => Kind::NotFound,
+        IngestError::Conflict(_) | IngestError::SeqTaken { .. } => Kind::Conflict,
+        IngestError::Fenced { .. } => Kind::Fenced,
+        IngestError::Corrupt { .. } => Kind::Corrupt,
+        IngestError::Store(s) => store_kind(s),
+        IngestError::Index(i) => index_kind(i),
+        IngestError::Read { .. } | IngestError::Injected(_) => Kind::Other,
+    }
+}
+
+fn restore_kind(e: &RestoreError) -> Kind {
+    match e {
+        RestoreError::Invalid(_) => Kind::Invalid,
+        RestoreError::Corrupt { .. } => Kind::Corrupt,
+        RestoreError::Index(i) => index_kind(i),
+        RestoreError::Store(s) => store_kind(s),
+        RestoreError::Io { .. } | RestoreError::Cancelled => Kind::Other,
     }
 }
 
@@ -55,24 +80,24 @@ pub fn kind(e: &anyhow::Error) -> Kind {
             };
         }
         if let Some(e) = cause.downcast_ref::<IngestError>() {
-            return match e {
-                IngestError::Invalid(_) => Kind::Invalid,
-                IngestError::UnknownDomain(_) => Kind::NotFound,
-                IngestError::Conflict(_) | IngestError::SeqTaken { .. } => Kind::Conflict,
-                IngestError::Fenced { .. } => Kind::Fenced,
-                IngestError::Corrupt { .. } => Kind::Corrupt,
-                IngestError::Store(s) => store_kind(s),
-                IngestError::Index(i) => index_kind(i),
-                IngestError::Read { .. } | IngestError::Injected(_) => Kind::Other,
-            };
+            return ingest_kind(e);
         }
         if let Some(e) = cause.downcast_ref::<RestoreError>() {
+            return restore_kind(e);
+        }
+        if let Some(e) = cause.downcast_ref::<GcError>() {
             return match e {
-                RestoreError::Invalid(_) => Kind::Invalid,
-                RestoreError::Corrupt { .. } => Kind::Corrupt,
-                RestoreError::Index(i) => index_kind(i),
-                RestoreError::Store(s) => store_kind(s),
-                RestoreError::Io { .. } | RestoreError::Cancelled => Kind::Other,
+                GcError::Invalid(_) => Kind::Invalid,
+                GcError::UnknownDomain(_) => Kind::NotFound,
+                // Another site owns the domain: only it collects.
+                GcError::NotOwner { .. } => Kind::Fenced,
+                GcError::Conflict(_) => Kind::Conflict,
+                GcError::Corrupt { .. } => Kind::Corrupt,
+                GcError::Store(s) => store_kind(s),
+                GcError::Index(i) => index_kind(i),
+                GcError::Ingest(i) => ingest_kind(i),
+                GcError::Restore(r) => restore_kind(r),
+                GcError::Io { .. } | GcError::Injected(_) => Kind::Other,
             };
         }
         if let Some(e) = cause.downcast_ref::<IndexError>() {

@@ -181,7 +181,11 @@ async fn push_mark_restore_with_progress_events() {
     );
     assert!(dom["stored_bytes"].as_u64().is_some_and(|b| b > 0));
     assert_eq!(dom["capacity_bytes"].as_u64(), Some(12 * MIB));
-    assert!(dom["retention"]["pitr_window_hours"].as_u64().is_some());
+    assert_eq!(dom["retention"]["source"], "default");
+    assert_eq!(
+        dom["retention"]["pitr_window_secs"].as_u64(),
+        Some(24 * 3600)
+    );
 
     // Restore the marked point; follow it over Server-Sent Events.
     let job = api

@@ -7,13 +7,15 @@
 
 mod codec;
 pub mod keys;
+pub mod manifest;
 pub mod names;
 pub mod pack;
 pub mod record;
 pub mod segment;
 
+pub use manifest::{Manifest, SegmentVersion};
 pub use pack::{ChunkCodec, PackEntry, PackFooter, PackWriter, PACK_FOOTER_LEN};
-pub use record::{DiskSpec, DomainRecord, OwnerRecord};
+pub use record::{DiskSpec, DomainRecord, LeaseRecord, OwnerRecord, RetentionPolicy};
 pub use segment::{ChunkRef, DiskDelta, Marker, Segment, SegmentKind, WriterId};
 
 /// Size of a disk block in bytes; writes are multiples of it and bitmaps count blocks.

@@ -169,6 +169,102 @@ impl OwnerRecord {
     }
 }
 
+/// `retention.json`: which points of a domain GC keeps (DESIGN.md section 9). The
+/// newest point and the points leased by running work are kept whatever it says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Every point of this many recent seconds is kept.
+    pub pitr_window_secs: u64,
+    /// Then the newest point of each of this many recent hours,
+    pub hourly: u32,
+    /// days (UTC),
+    pub daily: u32,
+    /// ISO weeks,
+    pub weekly: u32,
+    /// and months.
+    pub monthly: u32,
+    /// Points carrying one of these markers are kept until unpinned.
+    #[serde(default)]
+    pub pinned: Vec<String>,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            pitr_window_secs: 24 * 3600,
+            hourly: 48,
+            daily: 14,
+            weekly: 8,
+            monthly: 12,
+            pinned: Vec::new(),
+        }
+    }
+}
+
+impl RetentionPolicy {
+    /// Checks the pinned marker names.
+    pub fn validate(&self) -> Result<()> {
+        for m in &self.pinned {
+            validate_name("marker", m)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes `retention.json`.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        encode("tidemark.retention", self)
+    }
+
+    /// Decodes and verifies `retention.json`.
+    pub fn decode(data: &[u8]) -> Result<Self> {
+        let r: Self = decode("tidemark.retention", data)?;
+        r.validate()
+            .map_err(|e| FormatError::corrupt("tidemark.retention", e.to_string()))?;
+        Ok(r)
+    }
+}
+
+/// `leases/<site>/<holder>.json`: points some running work of a site reads (a restore,
+/// a test copy, a replica), which GC keeps, and the index epoch that work reads at,
+/// whose superseded objects GC keeps too. A lease not renewed by `expires` is void.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRecord {
+    /// The site holding it.
+    pub site: String,
+    /// Who at the site holds it (e.g. `restore-12`, `replica`).
+    pub holder: String,
+    /// The point held.
+    pub seq: u64,
+    /// Whether every point from `seq` on is held (a replica follows the log).
+    pub onwards: bool,
+    /// The GC epoch of the holder's index when it last renewed the lease.
+    pub epoch: u64,
+    /// Unix nanoseconds after which the lease is void.
+    pub expires: i64,
+}
+
+impl LeaseRecord {
+    /// Whether the lease holds point `seq`.
+    pub fn holds(&self, seq: u64) -> bool {
+        seq == self.seq || (self.onwards && seq > self.seq)
+    }
+
+    /// Encodes a lease.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        validate_name("site", &self.site)?;
+        validate_name("lease holder", &self.holder)?;
+        encode("tidemark.lease", self)
+    }
+
+    /// Decodes and verifies a lease.
+    pub fn decode(data: &[u8]) -> Result<Self> {
+        decode("tidemark.lease", data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +304,26 @@ mod tests {
             o
         );
         assert!(DomainRecord::decode(&o.encode().expect("enc")).is_err());
+        let mut p = RetentionPolicy::default();
+        p.pinned.push("golden".into());
+        let bytes = p.encode().expect("enc");
+        assert_eq!(RetentionPolicy::decode(&bytes).expect("dec"), p);
+        assert!(LeaseRecord::decode(&bytes).is_err());
+        p.pinned.push("a/b".into());
+        assert!(p.encode().is_err());
+        let l = LeaseRecord {
+            site: "b".into(),
+            holder: "replica".into(),
+            seq: 7,
+            onwards: true,
+            epoch: 2,
+            expires: 5,
+        };
+        assert_eq!(
+            LeaseRecord::decode(&l.encode().expect("enc")).expect("dec"),
+            l
+        );
+        assert!(l.holds(7) && l.holds(9) && !l.holds(6));
     }
 
     #[test]

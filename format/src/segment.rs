@@ -23,6 +23,9 @@ pub enum SegmentKind {
     Fence = 1,
     /// The full state of every disk (made by GC); point resolution stops here.
     Image = 2,
+    /// The live blocks of a run of segments GC did not retain, merged (last writer
+    /// wins) at the seq of the run's newest one. Not a point: only later points read it.
+    Merged = 3,
 }
 
 impl SegmentKind {
@@ -31,6 +34,7 @@ impl SegmentKind {
             0 => Ok(SegmentKind::Delta),
             1 => Ok(SegmentKind::Fence),
             2 => Ok(SegmentKind::Image),
+            3 => Ok(SegmentKind::Merged),
             _ => Err(FormatError::corrupt(WHAT, format!("unknown kind {v}"))),
         }
     }
@@ -41,7 +45,13 @@ impl SegmentKind {
             SegmentKind::Delta => "delta",
             SegmentKind::Fence => "fence",
             SegmentKind::Image => "image",
+            SegmentKind::Merged => "merged",
         }
+    }
+
+    /// Whether the segment is a recoverable point (a merged run is not).
+    pub fn is_point(self) -> bool {
+        self != SegmentKind::Merged
     }
 }
 
@@ -125,6 +135,11 @@ impl Segment {
         }
         for m in &self.markers {
             validate_name("marker", &m.name)?;
+        }
+        if self.kind == SegmentKind::Merged && !self.markers.is_empty() {
+            return Err(bad(
+                "a merged run is not a point and carries no markers".into()
+            ));
         }
         let mut last_disk = None;
         for d in &self.disks {

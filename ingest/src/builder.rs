@@ -20,13 +20,19 @@ use crate::{IngestConfig, IngestContext, IngestError, Result};
 /// Stream bytes buffered before cutting: large enough for parallel compression to pay.
 const WINDOW: usize = 8 << 20;
 
-/// What building produced, ready for the commit.
+/// A segment's content as building produced it: its packs are stored, nothing is
+/// committed.
 #[derive(Debug, Default)]
-pub(crate) struct Built {
+pub struct BuiltSegment {
+    /// Per-disk changes, ascending by disk.
     pub disks: Vec<DiskDelta>,
+    /// Chunks it stored, and where.
     pub new_chunks: Vec<(ChunkHash, ChunkLocation)>,
+    /// Packs it stored.
     pub packs: Vec<(PackId, PackInfo)>,
+    /// Blocks with data.
     pub data_blocks: u64,
+    /// Blocks zeroed.
     pub zero_blocks: u64,
 }
 
@@ -46,7 +52,7 @@ struct Packer {
     pack: Option<PackWriter>,
     /// Chunks this segment already references: looked up once, stored once.
     seen: HashSet<ChunkHash>,
-    built: Built,
+    built: BuiltSegment,
 }
 
 impl Packer {
@@ -127,14 +133,20 @@ struct OpenDisk {
 }
 
 /// Accepts blocks of one segment, disk by disk, each disk in ascending block order.
-pub(crate) struct SegmentBuilder {
+pub struct SegmentBuilder {
     packer: Packer,
     chunker: Chunker,
     open: Option<OpenDisk>,
 }
 
 impl SegmentBuilder {
-    fn new(index: Arc<Index>, domain: String, cfg: &IngestConfig, sink: PackSink) -> Self {
+    fn new(
+        index: Arc<Index>,
+        domain: String,
+        cfg: &IngestConfig,
+        sink: PackSink,
+        stored: HashSet<ChunkHash>,
+    ) -> Self {
         SegmentBuilder {
             packer: Packer {
                 index,
@@ -143,8 +155,8 @@ impl SegmentBuilder {
                 pack_bytes: cfg.pack_bytes.min(64 << 20),
                 sink,
                 pack: None,
-                seen: HashSet::new(),
-                built: Built::default(),
+                seen: stored,
+                built: BuiltSegment::default(),
             },
             chunker: Chunker::new(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max),
             open: None,
@@ -229,7 +241,7 @@ impl SegmentBuilder {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Built> {
+    fn finish(mut self) -> Result<BuiltSegment> {
         self.end_disk()?;
         self.packer.flush()?;
         Ok(self.packer.built)
@@ -239,11 +251,14 @@ impl SegmentBuilder {
 /// Runs `feed` on a blocking thread to fill a segment, uploading packs as they fill.
 /// Returns what was built and the state writes `feed` produced; every pack is stored
 /// when this returns.
+/// `stored` names chunks already stored that the index does not locate yet (GC's
+/// earlier rewrites of the same run): they are referenced, never stored again.
 pub(crate) async fn build_segment<F>(
     ctx: &IngestContext,
     domain: &str,
+    stored: HashSet<ChunkHash>,
     feed: F,
-) -> Result<(Built, Vec<StateWrite>)>
+) -> Result<(BuiltSegment, Vec<StateWrite>)>
 where
     F: FnOnce(&mut SegmentBuilder) -> Result<Vec<StateWrite>> + Send + 'static,
 {
@@ -256,7 +271,7 @@ where
     let cfg = ctx.config.clone();
     let domain = domain.to_owned();
     let building = tokio::task::spawn_blocking(move || {
-        let mut b = SegmentBuilder::new(index, domain, &cfg, sink);
+        let mut b = SegmentBuilder::new(index, domain, &cfg, sink, stored);
         let state = feed(&mut b)?;
         Ok::<_, IngestError>((b.finish()?, state))
     });

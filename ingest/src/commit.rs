@@ -7,7 +7,7 @@ use tidemark_format::{keys, Marker, Segment, SegmentKind, WriterId};
 use tidemark_objstore::StoreError;
 use tidemark_pitr_index::StateWrite;
 
-use crate::builder::Built;
+use crate::builder::BuiltSegment;
 use crate::{IngestContext, IngestError, Result};
 
 /// A step of the commit protocol after which a test may stop it, as a crash would.
@@ -48,7 +48,7 @@ pub(crate) async fn commit(
     ctx: &IngestContext,
     domain: &str,
     head: SegmentHeader,
-    built: Built,
+    built: BuiltSegment,
     state: &[StateWrite],
 ) -> Result<CommittedPoint> {
     if ctx.config.fail_at == Some(crate::FailPoint::AfterPacks) {

@@ -6,14 +6,17 @@
 //! the fence, the blocks that changed after P as the images hold them makes the log's
 //! newest state equal to the images again, at the cost of what changed.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use roaring::RoaringBitmap;
-use tidemark_format::{Marker, BLOCK_SIZE};
+use tidemark_format::{ChunkHash, DomainRecord, Marker, BLOCK_SIZE};
+use tidemark_pitr_index::StateWrite;
 
-use crate::{now_ns, CommittedPoint, DomainWriter, IngestError, Result};
+use crate::builder::{build_segment, BuiltSegment, SegmentBuilder};
+use crate::{now_ns, CommittedPoint, DomainWriter, IngestContext, IngestError, Result};
 
 /// Blocks are read from an image in runs of at most this many bytes.
 const READ_RUN: u64 = 1 << 20;
@@ -42,58 +45,88 @@ impl DomainWriter {
                 "writes are staged; commit them before the image blocks".into(),
             ));
         }
-        disks.sort_by_key(|d| d.disk);
-        for (i, d) in disks.iter().enumerate() {
-            let spec = self.domain().disks.get(d.disk as usize).ok_or_else(|| {
-                IngestError::Invalid(format!("disk index {} does not exist", d.disk))
-            })?;
-            if i > 0 && disks[i - 1].disk == d.disk {
-                return Err(IngestError::Invalid(format!(
-                    "disk {} named twice",
-                    spec.name
-                )));
-            }
-            if d.blocks.max().is_some_and(|b| b >= spec.blocks()) {
-                return Err(IngestError::Invalid(format!(
-                    "blocks past the end of disk {}",
-                    spec.name
-                )));
-            }
-            let len = std::fs::metadata(&d.image)
-                .map_err(|e| IngestError::Invalid(format!("{}: {e}", d.image.display())))?
-                .len();
-            if len != spec.size {
-                return Err(IngestError::Invalid(format!(
-                    "{} holds {len} bytes, disk {} has {}",
-                    d.image.display(),
-                    spec.name,
-                    spec.size
-                )));
-            }
+        check(self.domain(), &mut disks)?;
+        let now = now_ns();
+        self.commit_feed(feed(disks), markers, (now, now)).await
+    }
+}
+
+/// Builds (chunks, dedups, packs and stores, but does not commit) a segment whose
+/// disks hold `blocks` as the images hold them: GC's rewrite of live blocks it first
+/// restored into scratch images. The result references chunks the index located
+/// when it was built, and chunks of `stored` (stored but not yet located: earlier
+/// rewrites of the same run), which it never stores again.
+pub async fn build_image_blocks(
+    ctx: &IngestContext,
+    domain: &DomainRecord,
+    mut disks: Vec<ImageBlocks>,
+    stored: HashSet<ChunkHash>,
+) -> Result<BuiltSegment> {
+    check(domain, &mut disks)?;
+    let (built, _) = build_segment(ctx, &domain.name, stored, feed(disks)).await?;
+    Ok(built)
+}
+
+/// Sorts `disks` and checks each names a disk of `domain` once, with an image of its
+/// size and blocks within it.
+fn check(domain: &DomainRecord, disks: &mut [ImageBlocks]) -> Result<()> {
+    disks.sort_by_key(|d| d.disk);
+    for (i, d) in disks.iter().enumerate() {
+        let spec = domain
+            .disks
+            .get(d.disk as usize)
+            .ok_or_else(|| IngestError::Invalid(format!("disk index {} does not exist", d.disk)))?;
+        if i > 0 && disks[i - 1].disk == d.disk {
+            return Err(IngestError::Invalid(format!(
+                "disk {} named twice",
+                spec.name
+            )));
         }
-        let feed = move |b: &mut crate::builder::SegmentBuilder| {
-            let bs = BLOCK_SIZE as u64;
-            let mut buf = vec![0u8; READ_RUN as usize];
-            for d in &disks {
-                b.begin_disk(d.disk)?;
-                let read_err = |source| IngestError::Read {
-                    path: d.image.display().to_string(),
-                    source,
-                };
-                let file = File::open(&d.image).map_err(read_err)?;
-                for run in runs(&d.blocks, (READ_RUN / bs) as u32) {
-                    let bytes = &mut buf[..(run.end - run.start) as usize * bs as usize];
-                    file.read_exact_at(bytes, run.start as u64 * bs)
-                        .map_err(read_err)?;
-                    for (i, block) in bytes.chunks_exact(bs as usize).enumerate() {
-                        b.put_block(run.start + i as u32, block)?;
-                    }
+        if d.blocks.max().is_some_and(|b| b >= spec.blocks()) {
+            return Err(IngestError::Invalid(format!(
+                "blocks past the end of disk {}",
+                spec.name
+            )));
+        }
+        let len = std::fs::metadata(&d.image)
+            .map_err(|e| IngestError::Invalid(format!("{}: {e}", d.image.display())))?
+            .len();
+        if len != spec.size {
+            return Err(IngestError::Invalid(format!(
+                "{} holds {len} bytes, disk {} has {}",
+                d.image.display(),
+                spec.name,
+                spec.size
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The builder's feed: each disk's blocks, read from its image in ascending runs.
+fn feed(
+    disks: Vec<ImageBlocks>,
+) -> impl FnOnce(&mut SegmentBuilder) -> Result<Vec<StateWrite>> + Send + 'static {
+    move |b: &mut SegmentBuilder| {
+        let bs = BLOCK_SIZE as u64;
+        let mut buf = vec![0u8; READ_RUN as usize];
+        for d in &disks {
+            b.begin_disk(d.disk)?;
+            let read_err = |source| IngestError::Read {
+                path: d.image.display().to_string(),
+                source,
+            };
+            let file = File::open(&d.image).map_err(read_err)?;
+            for run in runs(&d.blocks, (READ_RUN / bs) as u32) {
+                let bytes = &mut buf[..(run.end - run.start) as usize * bs as usize];
+                file.read_exact_at(bytes, run.start as u64 * bs)
+                    .map_err(read_err)?;
+                for (i, block) in bytes.chunks_exact(bs as usize).enumerate() {
+                    b.put_block(run.start + i as u32, block)?;
                 }
             }
-            Ok(Vec::new())
-        };
-        let now = now_ns();
-        self.commit_feed(feed, markers, (now, now)).await
+        }
+        Ok(Vec::new())
     }
 }
 

@@ -23,8 +23,9 @@ use tidemark_format::FormatError;
 use tidemark_objstore::{DynStore, StoreError};
 use tidemark_pitr_index::{Index, IndexError};
 
+pub use builder::BuiltSegment;
 pub use commit::{CommittedPoint, FailPoint};
-pub use image_blocks::ImageBlocks;
+pub use image_blocks::{build_image_blocks, ImageBlocks};
 pub use writer::{DomainWriter, Write};
 
 /// Tuning of the write path; the defaults are DESIGN.md's.

@@ -148,7 +148,7 @@ async fn create_first(ctx: &IngestContext, domain: &str) -> Result<Option<Owners
 /// `owner.json` is gone). Checked before every commit, so that a writer that keeps
 /// committing cannot starve a takeover: once `owner.json` changed, at most the commits
 /// already past this check can still win a seq before the fence.
-pub(crate) async fn verify(ctx: &IngestContext, domain: &str, mine: &WriterId) -> Result<()> {
+pub async fn verify(ctx: &IngestContext, domain: &str, mine: &WriterId) -> Result<()> {
     match read_owner(ctx, domain).await? {
         Some(own) if &own.writer() == mine => Ok(()),
         Some(own) => Err(fenced(domain, &own.record)),

@@ -301,7 +301,8 @@ impl DomainWriter {
         let time_end = times.1.max(self.last_time);
         let time_start = times.0.min(time_end);
         let result = async {
-            let (built, state) = build_segment(&self.ctx, &self.domain.name, feed).await?;
+            let (built, state) =
+                build_segment(&self.ctx, &self.domain.name, Default::default(), feed).await?;
             let head = SegmentHeader {
                 seq: self.next_seq,
                 writer: self.writer.clone(),

@@ -9,7 +9,9 @@
 //!
 //! [`sync`] fills the index from the bucket: tailing the log, crash recovery, rebuild.
 
+mod guards;
 mod keys;
+mod manifest;
 mod plan;
 mod point;
 pub mod sync;
@@ -24,6 +26,8 @@ use rocksdb::{
 };
 use tidemark_format::{ChunkHash, ChunkRef, DomainRecord, FormatError, PackId, Segment};
 
+pub use guards::{CommitGuard, ExclusiveGuard, ReadGuard};
+pub use manifest::{ManifestNeeds, ManifestPack, ManifestSegment};
 pub use plan::DiskPlan;
 pub use point::{format_time, parse_time, PointSpec};
 pub use values::{ChunkLocation, DiskStat, MarkerMeta, PackInfo, SegmentMeta};
@@ -55,6 +59,12 @@ pub enum IndexError {
     /// The object store failed.
     #[error(transparent)]
     Store(#[from] tidemark_objstore::StoreError),
+    /// A GC manifest must be applied first and readers of the domain are at work;
+    /// try again once they finish.
+    #[error(
+        "domain {0}: a GC manifest waits for running restores before the index can follow the log"
+    )]
+    Busy(String),
     /// The domain is not known to this index.
     #[error("unknown domain {0:?}")]
     UnknownDomain(String),
@@ -73,6 +83,7 @@ pub type StateWrite = (Vec<u8>, Vec<u8>);
 /// A handle to the index database. Cheap to share behind an `Arc`.
 pub struct Index {
     db: DB,
+    guards: guards::Guards,
 }
 
 impl std::fmt::Debug for Index {
@@ -105,7 +116,10 @@ impl Index {
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Index { db })
+        Ok(Index {
+            db,
+            guards: guards::Guards::default(),
+        })
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -188,10 +202,40 @@ impl Index {
         }
         let mut batch = WriteBatch::default();
         let stored_bytes = packs.iter().map(|(_, p)| p.size).sum();
-        let meta = SegmentMeta::from_segment(seg, object_size, stored_bytes);
+        let meta = SegmentMeta::from_segment(seg, 0, object_size, stored_bytes);
+        self.put_segment(&mut batch, seg, &meta);
+        for disk in &seg.disks {
+            for c in &disk.chunks {
+                batch.merge_cf(self.cf("refs"), keys::chunk(d, &c.hash), 1i64.to_le_bytes());
+            }
+        }
+        for (id, info) in packs {
+            batch.put_cf(self.cf("packs"), keys::pack(d, id.0), info.encode());
+        }
+        for (hash, loc) in new_chunks {
+            batch.put_cf(self.cf("chunks"), keys::chunk(d, hash), loc.encode());
+        }
+        for (k, v) in state {
+            batch.put_cf(self.cf("state"), keys::state(d, k), v);
+        }
+        self.db.write(batch)?;
+        Ok(true)
+    }
+
+    /// Puts a segment's metadata, time, markers, bitmaps and streams (not its chunk
+    /// references) into `batch`. What is no point (a merged run, a segment GC demoted)
+    /// gets no time and no markers.
+    fn put_segment(&self, batch: &mut WriteBatch, seg: &Segment, meta: &SegmentMeta) {
+        let d = seg.domain.as_str();
+        let seq_key = keys::seq(d, seg.seq);
         batch.put_cf(self.cf("segments"), &seq_key, meta.encode());
-        batch.put_cf(self.cf("times"), keys::time(d, seg.time_end, seg.seq), []);
-        for m in &seg.markers {
+        let markers = if meta.is_point() {
+            batch.put_cf(self.cf("times"), keys::time(d, seg.time_end, seg.seq), []);
+            seg.markers.as_slice()
+        } else {
+            &[]
+        };
+        for m in markers {
             batch.put_cf(
                 self.cf("markers"),
                 keys::marker(d, &m.name, seg.seq),
@@ -211,21 +255,7 @@ impl Index {
             if !disk.chunks.is_empty() {
                 batch.put_cf(self.cf("streams"), &k, values::encode_stream(&disk.chunks));
             }
-            for c in &disk.chunks {
-                batch.merge_cf(self.cf("refs"), keys::chunk(d, &c.hash), 1i64.to_le_bytes());
-            }
         }
-        for (id, info) in packs {
-            batch.put_cf(self.cf("packs"), keys::pack(d, id.0), info.encode());
-        }
-        for (hash, loc) in new_chunks {
-            batch.put_cf(self.cf("chunks"), keys::chunk(d, hash), loc.encode());
-        }
-        for (k, v) in state {
-            batch.put_cf(self.cf("state"), keys::state(d, k), v);
-        }
-        self.db.write(batch)?;
-        Ok(true)
     }
 
     /// Highest indexed seq of a domain.
@@ -288,6 +318,29 @@ impl Index {
             out.push(meta);
         }
         Ok(out)
+    }
+
+    /// The key of the object the index holds for segment `seq` (ingest's, or the GC
+    /// rewrite that replaced it).
+    pub fn segment_object_key(&self, domain: &str, seq: u64) -> Result<String> {
+        let meta = self
+            .segment(domain, seq)?
+            .ok_or_else(|| IndexError::NoSuchPoint(format!("{seq} in domain {domain}")))?;
+        Ok(tidemark_format::keys::segment_object_key(
+            domain, seq, meta.epoch,
+        ))
+    }
+
+    /// Every point of a domain with seq in `range`, oldest first: its segments but
+    /// merged runs, which are no points.
+    pub fn points(
+        &self,
+        domain: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<SegmentMeta>> {
+        let mut all = self.segments(domain, range)?;
+        all.retain(SegmentMeta::is_point);
+        Ok(all)
     }
 
     /// The chunk stream of a disk in a segment.

@@ -177,6 +177,25 @@ impl Index {
         Ok(changed)
     }
 
+    /// Every segment up to `upto` that touches `disk`, ascending, with the blocks it
+    /// wrote or zeroed: the input of GC's liveness pass.
+    pub fn disk_touched(
+        &self,
+        domain: &str,
+        disk: u32,
+        upto: u64,
+    ) -> Result<Vec<(u64, RoaringBitmap)>> {
+        let mut out = Vec::new();
+        for item in self.bitmaps_from(domain, disk, 0, Direction::Forward) {
+            let (seq, written, zeroed) = item?;
+            if seq > upto {
+                break;
+            }
+            out.push((seq, written | zeroed));
+        }
+        Ok(out)
+    }
+
     /// `(seq, written, zeroed)` of the disk's segments from `seq` on in `direction`
     /// (from the newest at or below `seq` when reverse); only the disk's key range.
     fn bitmaps_from(

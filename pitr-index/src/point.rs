@@ -90,7 +90,11 @@ pub(crate) fn resolve(index: &Index, domain: &str, spec: &PointSpec) -> Result<u
     };
     match spec {
         PointSpec::Latest => index.last_seq(domain)?.ok_or_else(none),
-        PointSpec::Seq(s) => index.segment(domain, *s)?.map(|m| m.seq).ok_or_else(none),
+        PointSpec::Seq(s) => index
+            .segment(domain, *s)?
+            .filter(|m| m.is_point())
+            .map(|m| m.seq)
+            .ok_or_else(none),
         PointSpec::Time(t) => {
             let k = last_key_at_or_before("times", keys::time(domain, *t, u64::MAX))?
                 .ok_or_else(none)?;

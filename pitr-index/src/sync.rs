@@ -3,12 +3,16 @@
 //! Every object read here is verified; damage is reported with the object's key.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tidemark_format::pack::parse_tail;
-use tidemark_format::{keys, DomainRecord, PackFooter, PackId, Segment, PACK_FOOTER_LEN};
+use tidemark_format::{keys, DomainRecord, Manifest, PackFooter, PackId, Segment, PACK_FOOTER_LEN};
 use tidemark_objstore::{DynStore, StoreError};
 
-use crate::{ChunkLocation, Index, IndexError, PackInfo, Result};
+use crate::{
+    ChunkLocation, ExclusiveGuard, Index, IndexError, ManifestPack, ManifestSegment, PackInfo,
+    Result,
+};
 
 /// A pack tail is usually well under this, so one ranged read fetches it.
 const TAIL_GUESS: u64 = 256 << 10;
@@ -79,6 +83,38 @@ pub async fn read_pack_tail(
     Ok((info, entries))
 }
 
+fn misplaced(key: &str, reason: String) -> IndexError {
+    IndexError::CorruptObject {
+        key: key.to_owned(),
+        source: tidemark_format::FormatError::Corrupt {
+            what: "segment".into(),
+            reason,
+        },
+    }
+}
+
+/// Decodes the object stored at `key` as segment `seq` and checks it fits the domain.
+fn read_segment(domain: &DomainRecord, key: &str, data: &[u8], seq: u64) -> Result<Segment> {
+    let seg = Segment::decode_at(data, &domain.name, seq).map_err(corrupt(key))?;
+    for d in &seg.disks {
+        let spec = domain
+            .disks
+            .get(d.disk as usize)
+            .ok_or_else(|| misplaced(key, format!("names disk {} the domain lacks", d.disk)))?;
+        if d.written
+            .max()
+            .max(d.zeroed.max())
+            .is_some_and(|b| b >= spec.blocks())
+        {
+            return Err(misplaced(
+                key,
+                format!("writes past the end of disk {}", spec.name),
+            ));
+        }
+    }
+    Ok(seg)
+}
+
 /// Reads, verifies and indexes one committed segment. Returns false if it was indexed
 /// already.
 pub async fn index_segment(
@@ -92,30 +128,7 @@ pub async fn index_segment(
     }
     let key = keys::segment_key(&domain.name, seq);
     let got = store.get(&key).await?;
-    let seg = Segment::decode_at(&got.data, &domain.name, seq).map_err(corrupt(&key))?;
-    let misplaced = |reason: String| IndexError::CorruptObject {
-        key: key.clone(),
-        source: tidemark_format::FormatError::Corrupt {
-            what: "segment".into(),
-            reason,
-        },
-    };
-    for d in &seg.disks {
-        let spec = domain
-            .disks
-            .get(d.disk as usize)
-            .ok_or_else(|| misplaced(format!("names disk {} the domain lacks", d.disk)))?;
-        if d.written
-            .max()
-            .max(d.zeroed.max())
-            .is_some_and(|b| b >= spec.blocks())
-        {
-            return Err(misplaced(format!(
-                "writes past the end of disk {}",
-                spec.name
-            )));
-        }
-    }
+    let seg = read_segment(domain, &key, &got.data, seq)?;
     let mut packs = Vec::new();
     let mut located: HashMap<_, ChunkLocation> = HashMap::new();
     for id in &seg.new_packs {
@@ -141,10 +154,10 @@ pub async fn index_segment(
             if !located.contains_key(&c.hash)
                 && index.chunk_location(&domain.name, &c.hash)?.is_none()
             {
-                return Err(misplaced(format!(
-                    "references chunk {} that no pack holds",
-                    c.hash.to_hex()
-                )));
+                return Err(misplaced(
+                    &key,
+                    format!("references chunk {} that no pack holds", c.hash.to_hex()),
+                ));
             }
         }
     }
@@ -152,9 +165,33 @@ pub async fn index_segment(
     index.apply_segment(&seg, got.data.len() as u64, &packs, &new_chunks, &[])
 }
 
-/// Indexes every segment in the bucket after the newest indexed one, oldest first.
-/// Returns the seqs indexed.
+/// How long a rebuild waits for running restores of the domain.
+const MANIFEST_WAIT: Duration = Duration::from_secs(5);
+
+/// Indexes every segment in the bucket after the newest indexed one, oldest first,
+/// after bringing the index to the newest GC manifest if there is a newer one (whose
+/// rewrites replace segments a listing of the log would miss). Returns the seqs
+/// indexed. A manifest is applied only while no restore of the domain reads the
+/// index (callers hold the commit lock, so this never waits); until then, segments
+/// after the manifest's `upto` are still indexed if the index reaches `upto`, and the
+/// call is `Busy` if it does not: indexing the log below `upto` without the manifest
+/// could leave holes where GC merged segments.
 pub async fn catch_up(store: &DynStore, index: &Index, domain: &DomainRecord) -> Result<Vec<u64>> {
+    if let Some(epoch) = newest_manifest(store, &domain.name).await? {
+        if epoch > index.gc_epoch(&domain.name)? {
+            match index.exclusive_domain(&domain.name, Duration::ZERO).await {
+                Some(guard) => {
+                    apply_manifest(store, index, domain, epoch, &guard).await?;
+                }
+                None => {
+                    let upto = read_manifest(store, &domain.name, epoch).await?.upto;
+                    if index.last_seq(&domain.name)?.is_none_or(|last| last < upto) {
+                        return Err(IndexError::Busy(domain.name.clone()));
+                    }
+                }
+            }
+        }
+    }
     let after = index
         .last_seq(&domain.name)?
         .map(|s| keys::segment_key(&domain.name, s));
@@ -172,6 +209,55 @@ pub async fn catch_up(store: &DynStore, index: &Index, domain: &DomainRecord) ->
     Ok(done)
 }
 
+/// The epoch of the domain's newest GC manifest, if GC ever ran on it.
+pub async fn newest_manifest(store: &DynStore, domain: &str) -> Result<Option<u64>> {
+    let all = store.list_all(&keys::gc_prefix(domain), None).await?;
+    Ok(all
+        .iter()
+        .filter_map(|o| keys::parse_manifest_key(&o.key))
+        .max())
+}
+
+/// Reads and verifies manifest `epoch` of a domain.
+pub async fn read_manifest(store: &DynStore, domain: &str, epoch: u64) -> Result<Manifest> {
+    let key = keys::manifest_key(domain, epoch);
+    let got = store.get(&key).await?;
+    Manifest::decode_at(&got.data, domain, epoch).map_err(corrupt(&key))
+}
+
+/// Brings the domain's index to GC manifest `epoch`: reads the segment objects and
+/// pack tails the index lacks, then applies it in one batch. Returns false if the
+/// index was there already.
+pub async fn apply_manifest(
+    store: &DynStore,
+    index: &Index,
+    domain: &DomainRecord,
+    epoch: u64,
+    guard: &ExclusiveGuard,
+) -> Result<bool> {
+    if index.gc_epoch(&domain.name)? >= epoch {
+        return Ok(false);
+    }
+    let m = read_manifest(store, &domain.name, epoch).await?;
+    let needs = index.manifest_needs(&m)?;
+    let mut segments = Vec::with_capacity(needs.segments.len());
+    for (seq, version) in needs.segments {
+        let key = keys::segment_object_key(&domain.name, seq, version);
+        let got = store.get(&key).await?;
+        segments.push(ManifestSegment {
+            segment: read_segment(domain, &key, &got.data, seq)?,
+            epoch: version,
+            object_size: got.data.len() as u64,
+        });
+    }
+    let mut packs = Vec::with_capacity(needs.packs.len());
+    for id in needs.packs {
+        let (info, entries) = read_pack_tail(store, &domain.name, id, None).await?;
+        packs.push(ManifestPack { id, info, entries });
+    }
+    index.apply_manifest(&m, &segments, &packs, guard)
+}
+
 /// What a rebuild found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RebuildReport {
@@ -184,11 +270,19 @@ pub struct RebuildReport {
 /// Forgets everything the index holds for `domain` and re-derives it from the bucket.
 pub async fn rebuild(store: &DynStore, index: &Index, domain: &str) -> Result<RebuildReport> {
     let rec = load_domain(store, domain).await?;
+    let guard = index
+        .exclusive_domain(domain, MANIFEST_WAIT)
+        .await
+        .ok_or_else(|| IndexError::Busy(domain.to_owned()))?;
     index.forget_domain(domain)?;
     index.put_domain(&rec)?;
-    let seqs = catch_up(store, index, &rec).await?;
+    if let Some(epoch) = newest_manifest(store, domain).await? {
+        apply_manifest(store, index, &rec, epoch, &guard).await?;
+    }
+    drop(guard);
+    catch_up(store, index, &rec).await?;
     Ok(RebuildReport {
-        segments: seqs.len() as u64,
-        last_seq: seqs.last().copied(),
+        segments: index.segments(domain, 0..=u64::MAX)?.len() as u64,
+        last_seq: index.last_seq(domain)?,
     })
 }

@@ -196,10 +196,21 @@ pub struct SegmentMeta {
     pub stored_bytes: u64,
     /// Packs uploaded for it.
     pub new_packs: Vec<String>,
+    /// The GC epoch that wrote its object (0: ingest's object).
+    #[serde(default)]
+    pub epoch: u64,
+    /// GC did not retain it but left its object in place: no longer a point.
+    #[serde(default)]
+    pub demoted: bool,
 }
 
 impl SegmentMeta {
-    pub(crate) fn from_segment(seg: &Segment, object_size: u64, stored_bytes: u64) -> Self {
+    pub(crate) fn from_segment(
+        seg: &Segment,
+        epoch: u64,
+        object_size: u64,
+        stored_bytes: u64,
+    ) -> Self {
         SegmentMeta {
             seq: seg.seq,
             kind: seg.kind.as_str().to_owned(),
@@ -227,7 +238,32 @@ impl SegmentMeta {
             object_size,
             stored_bytes,
             new_packs: seg.new_packs.iter().map(PackId::to_string).collect(),
+            epoch,
+            demoted: false,
         }
+    }
+
+    /// Whether it is a recoverable point (merged runs and demoted segments are not).
+    pub fn is_point(&self) -> bool {
+        self.kind != "merged" && !self.demoted
+    }
+
+    /// Makes it no point: GC did not retain it but left its blocks in place.
+    pub(crate) fn demote(&mut self) {
+        self.demoted = true;
+        self.markers.clear();
+    }
+
+    /// The packs uploaded for it.
+    pub fn pack_ids(&self) -> Result<Vec<PackId>> {
+        self.new_packs
+            .iter()
+            .map(|h| {
+                u128::from_str_radix(h, 16)
+                    .map(PackId)
+                    .map_err(|_| corrupt("segment pack id"))
+            })
+            .collect()
     }
 
     /// Bytes written by the protected site in this segment (data plus zeroed blocks).

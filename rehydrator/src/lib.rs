@@ -31,7 +31,7 @@ use tidemark_pitr_index::IndexError;
 pub use image::{clone_image, CloneMethod};
 pub use restore::{restore_disk, RestoreOptions, RestoreProgress, RestoreReport};
 pub use resume::discard_partial;
-pub use update::{update_image, UpdateReport};
+pub use update::{update_image, write_blocks, UpdateReport};
 
 /// Errors of rehydration, by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]

@@ -100,6 +100,8 @@ pub async fn restore_disk(
     opts: &RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<RestoreReport> {
+    // GC does not change the index under a running restore.
+    let _reading = index.read_domain(domain).await;
     let (rec, disk_idx) = checked_disk(store, index, domain, disk).await?;
     let spec = &rec.disks[disk_idx as usize];
     require_point(index, domain, seq)?;
@@ -258,7 +260,7 @@ pub(crate) async fn checked_disk(
 /// holds at or below it, so were the point itself not indexed (an index being
 /// rebuilt), it would silently be an older point.
 pub(crate) fn require_point(index: &Index, domain: &str, seq: u64) -> Result<()> {
-    if index.segment(domain, seq)?.is_none() {
+    if !index.segment(domain, seq)?.is_some_and(|m| m.is_point()) {
         return Err(tidemark_pitr_index::IndexError::NoSuchPoint(seq.to_string()).into());
     }
     Ok(())
@@ -378,7 +380,7 @@ pub(crate) async fn fill(
         .collect();
     let mut segments =
         futures::stream::iter(needed.into_iter().map(move |(seq, hits)| async move {
-            let key = keys::segment_key(domain, seq);
+            let key = index.segment_object_key(domain, seq)?;
             let got = store
                 .get(&key)
                 .await

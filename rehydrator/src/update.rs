@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use roaring::RoaringBitmap;
 use tidemark_format::BLOCK_SIZE;
 use tidemark_objstore::DynStore;
 use tidemark_pitr_index::Index;
@@ -69,6 +70,7 @@ pub async fn update_image(
     opts: &RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<UpdateReport> {
+    let _reading = index.read_domain(domain).await;
     let (rec, disk_idx) = checked_disk(store, index, domain, disk).await?;
     require_point(index, domain, to_seq)?;
     // 0 is the empty disk before the first point, which no segment stands for.
@@ -85,7 +87,56 @@ pub async fn update_image(
     }
     let (low, high) = (from_seq.min(to_seq), from_seq.max(to_seq));
     let changed = index.changed_blocks(domain, disk_idx, low, high)?;
-    let plan = index.plan_blocks(domain, disk_idx, &changed, to_seq)?;
+    let mut report = set_blocks(
+        store, index, domain, disk_idx, file, image, &changed, to_seq, opts, progress,
+    )
+    .await?;
+    report.from_seq = from_seq;
+    Ok(report)
+}
+
+/// Sets `blocks` of `image`, a raw image of disk `disk` of `domain`, to their state at
+/// `seq`, which may be any indexed segment (a merged run too: GC reads the live blocks
+/// of a run at its newest segment), and syncs it. Other blocks are not touched.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_blocks(
+    store: &DynStore,
+    index: &Index,
+    domain: &str,
+    disk: &str,
+    image: &Path,
+    blocks: &RoaringBitmap,
+    seq: u64,
+    opts: &RestoreOptions,
+    progress: Arc<RestoreProgress>,
+) -> Result<UpdateReport> {
+    let _reading = index.read_domain(domain).await;
+    let (rec, disk_idx) = checked_disk(store, index, domain, disk).await?;
+    if index.segment(domain, seq)?.is_none() {
+        return Err(tidemark_pitr_index::IndexError::NoSuchPoint(seq.to_string()).into());
+    }
+    let file = open_image(image, disk, rec.disks[disk_idx as usize].size)?;
+    set_blocks(
+        store, index, domain, disk_idx, file, image, blocks, seq, opts, progress,
+    )
+    .await
+}
+
+/// Resolves `blocks` at `seq`, writes their data, punches their zeroes, syncs.
+#[allow(clippy::too_many_arguments)]
+async fn set_blocks(
+    store: &DynStore,
+    index: &Index,
+    domain: &str,
+    disk_idx: u32,
+    file: File,
+    image: &Path,
+    blocks: &RoaringBitmap,
+    seq: u64,
+    opts: &RestoreOptions,
+    progress: Arc<RestoreProgress>,
+) -> Result<UpdateReport> {
+    let plan = index.plan_blocks(domain, disk_idx, blocks, seq)?;
     let data_blocks = plan.data_blocks();
     progress
         .total_bytes
@@ -119,9 +170,9 @@ pub async fn update_image(
     .await
     .map_err(|_| RestoreError::Invalid("zeroing the image panicked".into()))??;
     Ok(UpdateReport {
-        from_seq,
-        to_seq,
-        changed_blocks: changed.len(),
+        from_seq: seq,
+        to_seq: seq,
+        changed_blocks: blocks.len(),
         data_bytes: data_blocks * BLOCK_SIZE as u64,
         zeroed_blocks,
         segments: plan.reads.len() as u64,

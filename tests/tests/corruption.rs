@@ -111,21 +111,16 @@ async fn flipped_bytes_and_missing_objects_fail_restores_and_verify() {
             .expect("restore object");
     }
     assert_eq!(restore_all().await, 0);
-    assert!(verify_domain(
-        &site.store,
-        "bad",
-        site.index.last_seq("bad").expect("index")
-    )
-    .await
-    .expect("verify")
-    .damaged
-    .is_empty());
+    assert!(verify_domain(&site.store, &site.index, "bad")
+        .await
+        .expect("verify")
+        .damaged
+        .is_empty());
 }
 
-/// `tidemark verify` (with the index's newest seq) names `key` as damaged.
+/// `tidemark verify` (against the index) names `key` as damaged.
 async fn verify_names(site: &TestSite, key: &str, what: &str) {
-    let known = site.index.last_seq("bad").expect("index");
-    let report = verify_domain(&site.store, "bad", known)
+    let report = verify_domain(&site.store, &site.index, "bad")
         .await
         .expect("verify");
     assert!(

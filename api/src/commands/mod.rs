@@ -1,6 +1,7 @@
 //! The CLI commands, each working on the local data directory.
 
 mod failover;
+mod gc;
 mod owner;
 mod points;
 mod protect;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Points(a) => points::run(&site, a).await,
         Command::Restore(a) => restore::run(&site, a).await,
         Command::Owner(a) => owner::run(&site, a).await,
+        Command::Gc(a) => gc::run(&site, data_dir, a).await,
         Command::Failover(_) | Command::Replica(_) | Command::Release(_) | Command::Status(_) => {
             Err(needs_server())
         }
@@ -48,9 +50,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify(a) => {
-            let known = site.index.last_seq(&a.domain)?;
-            let r =
-                tidemark_rehydrator::verify::verify_domain(&site.store, &a.domain, known).await?;
+            let r = tidemark_rehydrator::verify::verify_domain(&site.store, &site.index, &a.domain)
+                .await?;
             let damaged: Vec<_> = r
                 .damaged
                 .iter()

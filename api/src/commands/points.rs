@@ -7,7 +7,7 @@ use crate::site::Site;
 
 pub async fn run(site: &Site, a: PointsArgs) -> anyhow::Result<()> {
     let rec = super::refresh(site, &a.domain).await?;
-    let points = site.index.segments(&rec.name, 0..=u64::MAX)?;
+    let points = site.index.points(&rec.name, 0..=u64::MAX)?;
     if a.json {
         let list: Vec<_> = points
             .iter()

@@ -67,6 +67,7 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
             println!("{r}");
             Ok(())
         }
+        Command::Gc(a) => super::gc::remote(client, a).await,
         Command::Serve(_) => bail!("serve does not take --server"),
     }
 }

@@ -12,9 +12,10 @@ use tidemark_pitr_index::{format_time, sync};
 use utoipa::ToSchema;
 
 use super::extract::ApiJson;
+use super::gc::Retention;
 use super::points::Point;
-use crate::config::Retention;
 use crate::service::error::{ApiError, ApiResult, ErrorBody};
+use crate::service::gc::effective_policy;
 use crate::service::replicas::{ReplicaDirection, ReplicaRecord, ReplicaState, ReplicaStatus};
 use crate::service::Service;
 
@@ -91,11 +92,12 @@ pub struct Domain {
     pub points: u64,
     /// Bytes stored in the bucket (packs and segments).
     pub stored_bytes: u64,
-    /// Bytes the protected site wrote (written blocks of every point).
+    /// Bytes of blocks the log holds (written blocks of every indexed segment: the
+    /// points, and what GC merged or demoted of the points it did not keep).
     pub logical_bytes: u64,
     /// Sum of the disks' sizes.
     pub capacity_bytes: u64,
-    /// The points GC keeps.
+    /// The points GC keeps: the domain's policy, or the service's default.
     pub retention: Retention,
     /// What this site does with the domain.
     pub mode: DomainMode,
@@ -145,8 +147,25 @@ pub struct DomainList {
     pub domains: Vec<Domain>,
 }
 
-fn describe(svc: &Service, rec: &DomainRecord, own: Option<owner::Ownership>) -> ApiResult<Domain> {
+/// Describes a domain, reading its owner and policy from the bucket.
+async fn describe(svc: &Service, rec: &DomainRecord) -> ApiResult<Domain> {
+    let own = owner::read_owner(&svc.ingest(), &rec.name).await?;
+    let (policy, source) = effective_policy(svc, &rec.name).await?;
+    describe_with(svc, rec, own, Retention::new(policy, source))
+}
+
+fn describe_with(
+    svc: &Service,
+    rec: &DomainRecord,
+    own: Option<owner::Ownership>,
+    retention: Retention,
+) -> ApiResult<Domain> {
+    // Segments GC merged or demoted hold data and take space but are no points: they
+    // count in the bytes, not among the points.
     let segments = svc.index.segments(&rec.name, 0..=u64::MAX)?;
+    let points: Vec<_> = segments.iter().filter(|s| s.is_point()).collect();
+    // What the bucket holds now: GC repacks and deletes packs, so the packs each
+    // segment uploaded once no longer add up to it.
     let packs = svc.index.packs(&rec.name)?;
     let stored_bytes = packs.iter().map(|(_, p)| p.size).sum::<u64>()
         + segments.iter().map(|s| s.object_size).sum::<u64>();
@@ -162,7 +181,7 @@ fn describe(svc: &Service, rec: &DomainRecord, own: Option<owner::Ownership>) ->
         svc.pipes.is_released(&rec.name),
         replica.as_ref(),
     );
-    let rpo_seconds = segments
+    let rpo_seconds = points
         .last()
         .map(|s| (tidemark_ingest::now_ns() - s.time_end).max(0) as f64 / 1e9);
     Ok(Domain {
@@ -181,12 +200,12 @@ fn describe(svc: &Service, rec: &DomainRecord, own: Option<owner::Ownership>) ->
         created: format_time(rec.created),
         owned_here,
         owner,
-        newest_point: segments.last().map(Point::from),
-        points: segments.len() as u64,
+        newest_point: points.last().map(|p| Point::from(*p)),
+        points: points.len() as u64,
         stored_bytes,
         logical_bytes: segments.iter().map(|s| s.logical_bytes()).sum(),
         capacity_bytes: rec.disks.iter().map(|d| d.size).sum(),
-        retention: svc.config.retention.clone(),
+        retention,
         mode,
         rpo_seconds,
         replica: replica.and_then(|_| svc.replicas.status(&rec.name).ok()),
@@ -246,13 +265,12 @@ pub async fn create_domain(
         // Claim it now, so the creator is the owner before any write arrives.
         svc.pipes.seal(&rec.name, Vec::new()).await?;
     }
-    let own = owner::read_owner(&ctx, &rec.name).await?;
     let status = if existed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(describe(&svc, &rec, own)?)))
+    Ok((status, Json(describe(&svc, &rec).await?)))
 }
 
 #[utoipa::path(
@@ -267,8 +285,7 @@ pub async fn list_domains(State(svc): State<Arc<Service>>) -> ApiResult<Json<Dom
         let Some(rec) = svc.index.domain(&name)? else {
             continue;
         };
-        let own = owner::read_owner(&svc.ingest(), &name).await?;
-        domains.push(describe(&svc, &rec, own)?);
+        domains.push(describe(&svc, &rec).await?);
     }
     Ok(Json(DomainList { domains }))
 }
@@ -289,8 +306,7 @@ pub async fn get_domain(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Domain>> {
     let rec = open(&svc, &name).await?;
-    let own = owner::read_owner(&svc.ingest(), &name).await?;
-    Ok(Json(describe(&svc, &rec, own)?))
+    Ok(Json(describe(&svc, &rec).await?))
 }
 
 /// A takeover request.
@@ -382,11 +398,10 @@ pub async fn verify(
 ) -> ApiResult<Json<VerifyReport>> {
     let rec = open(&svc, &name).await?;
     {
-        let _lock = svc.locks.lock(&name).await;
+        let _lock = svc.index.lock_commits(&name).await;
         sync::catch_up(&svc.store, &svc.index, &rec).await?;
     }
-    let known = svc.index.last_seq(&name)?;
-    let r = tidemark_rehydrator::verify::verify_domain(&svc.store, &name, known).await?;
+    let r = tidemark_rehydrator::verify::verify_domain(&svc.store, &svc.index, &name).await?;
     Ok(Json(VerifyReport {
         domain: name,
         objects: r.objects,
@@ -418,7 +433,7 @@ pub struct Rebuilt {
         (status = 200, body = Rebuilt),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "Restore jobs of the domain are running", body = ErrorBody),
+        (status = 409, description = "Restore jobs or a GC run of the domain are running", body = ErrorBody),
     )
 )]
 /// Forgets the domain's local index and re-derives it from the bucket (pushes wait).
@@ -433,7 +448,12 @@ pub async fn rebuild_index(
             "restore jobs of domain {name} are running; rebuild when they have ended"
         )));
     }
-    let _lock = svc.locks.lock(&name).await;
+    let Some(_gc) = svc.gc.try_hold(&name) else {
+        return Err(ApiError::conflict(format!(
+            "a GC run of domain {name} is under way; rebuild when it has ended"
+        )));
+    };
+    let _lock = svc.index.lock_commits(&name).await;
     let r = sync::rebuild(&svc.store, &svc.index, &name).await?;
     Ok(Json(Rebuilt {
         domain: name,

@@ -3,6 +3,7 @@
 mod domains;
 mod extract;
 mod failover;
+mod gc;
 mod health;
 mod jobs;
 mod points;
@@ -62,6 +63,11 @@ pub use writes::{encode_writes, WireData};
         failover::rollback_replica,
         failover::resume_replica,
         failover::complete_replica,
+        gc::get_retention,
+        gc::put_retention,
+        gc::delete_retention,
+        gc::run_gc,
+        gc::last_gc,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -71,6 +77,7 @@ pub use writes::{encode_writes, WireData};
         (name = "points", description = "Points in time"),
         (name = "recovery", description = "Restores, test copies and their jobs"),
         (name = "failover", description = "Failover, warm replicas (continuous failover and failback), rollback"),
+        (name = "gc", description = "Retention policies and garbage collection"),
     )
 )]
 pub struct ApiDoc;
@@ -174,6 +181,13 @@ pub fn router(svc: Arc<Service>) -> Router {
             "/domains/{domain}/replica/complete",
             post(failover::complete_replica),
         )
+        .route(
+            "/domains/{domain}/retention",
+            get(gc::get_retention)
+                .put(gc::put_retention)
+                .delete(gc::delete_retention),
+        )
+        .route("/domains/{domain}/gc", post(gc::run_gc).get(gc::last_gc))
         .route("/replicas", get(failover::list_replicas))
         .route("/jobs", get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job))

@@ -129,7 +129,7 @@ pub async fn list_points(
     let start = q.after.map_or(0, |a| a.saturating_add(1));
     let mut points = Vec::new();
     let mut next_after = None;
-    for m in svc.index.segments(&rec.name, start..=u64::MAX)? {
+    for m in svc.index.points(&rec.name, start..=u64::MAX)? {
         if from.is_some_and(|f| m.time_end < f) {
             continue;
         }

@@ -68,6 +68,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "released", message)
     }
 
+    /// 409: another site owns the domain; only it may do this.
+    pub fn fenced(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "fenced", message)
+    }
+
+    /// 500: a stored object is damaged.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", message)
+    }
+
     /// 401: no or unknown token.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -152,6 +162,9 @@ impl From<IndexError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", msg)
             }
             IndexError::Db(_) => ApiError::internal(msg),
+            // Transient: the restores holding the domain end, and the same request
+            // then goes through.
+            IndexError::Busy(_) => ApiError::unavailable(format!("{msg}; retry later")),
         }
     }
 }

@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail};
 use super::failover::FailoverReport;
+use super::leases::Leases;
 use super::metrics::Metrics;
 use super::records::Records;
 
@@ -207,6 +208,7 @@ pub struct Jobs {
     index: Arc<Index>,
     opts: RestoreOptions,
     metrics: Arc<Metrics>,
+    leases: Arc<Leases>,
     workers: Arc<Semaphore>,
     keep_ended: usize,
     jobs: Mutex<BTreeMap<String, Arc<Entry>>>,
@@ -216,6 +218,7 @@ pub struct Jobs {
 
 impl Jobs {
     /// Opens the job directory and resumes every job that was interrupted.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: &Path,
         store: DynStore,
@@ -224,6 +227,7 @@ impl Jobs {
         max_jobs: usize,
         keep_ended: usize,
         metrics: Arc<Metrics>,
+        leases: Arc<Leases>,
     ) -> anyhow::Result<Arc<Jobs>> {
         let jobs = Arc::new(Jobs {
             records: Records::open(dir)?,
@@ -234,6 +238,7 @@ impl Jobs {
                 ..opts
             },
             metrics,
+            leases,
             workers: Arc::new(Semaphore::new(max_jobs)),
             keep_ended,
             jobs: Mutex::new(BTreeMap::new()),
@@ -550,13 +555,21 @@ impl Jobs {
     }
 
     async fn run(&self, e: &Entry) {
+        // Held from the queue on: GC must not take the point while the job waits.
+        let (domain, seq, id) = {
+            let j = lock(&e.job);
+            (j.domain.clone(), j.seq, j.id.clone())
+        };
+        self.leases
+            .hold(&domain, &lease_holder(&id), seq, false)
+            .await;
         // A queued job waits for a worker, but ends at once when cancelled.
         let mut changes = e.changed.subscribe();
         let acquire = self.workers.clone().acquire_owned();
         tokio::pin!(acquire);
         let _permit = loop {
             if e.cancel.load(Ordering::SeqCst) {
-                self.end(e, Err(RestoreError::Cancelled));
+                self.end(e, Err(RestoreError::Cancelled)).await;
                 return;
             }
             tokio::select! {
@@ -569,7 +582,7 @@ impl Jobs {
             }
         };
         if e.cancel.load(Ordering::SeqCst) {
-            self.end(e, Err(RestoreError::Cancelled));
+            self.end(e, Err(RestoreError::Cancelled)).await;
             return;
         }
         self.update(e, |j| {
@@ -626,20 +639,26 @@ impl Jobs {
                 }
                 Err(err) => {
                     *lock(&e.live) = None;
-                    self.end(e, Err(err));
+                    self.end(e, Err(err)).await;
                     return;
                 }
             }
         }
-        self.end(e, Ok(()));
+        self.end(e, Ok(())).await;
     }
 
-    fn end(&self, e: &Entry, result: Result<(), RestoreError>) {
+    /// Ends a restore job. Its lease goes first, so that an ended job holds nothing.
+    async fn end(&self, e: &Entry, result: Result<(), RestoreError>) {
         if result.is_err() {
             for d in lock(&e.job).disks.iter().filter(|d| !d.done) {
                 restore::discard_partial(Path::new(&d.path));
             }
         }
+        let (domain, id) = {
+            let j = lock(&e.job);
+            (j.domain.clone(), j.id.clone())
+        };
+        self.leases.release(&domain, &lease_holder(&id)).await;
         match result {
             Ok(()) => self.finish(e, JobState::Succeeded, None),
             Err(RestoreError::Cancelled) => self.finish(e, JobState::Cancelled, None),
@@ -718,6 +737,11 @@ impl JobHandle {
         *lock(&self.entry.live) = progress.map(|p| (p, Instant::now(), at_start));
         self.entry.changed.send_replace(());
     }
+}
+
+/// The holder of a restore job's lease.
+fn lease_holder(job_id: &str) -> String {
+    format!("restore-{job_id}")
 }
 
 /// Of `(id, created, prunable)`, the prunable ones beyond the `keep` newest prunable.

@@ -3,8 +3,9 @@
 pub mod auth;
 pub mod error;
 pub mod failover;
+pub mod gc;
 pub mod jobs;
-pub mod locks;
+pub mod leases;
 pub mod metrics;
 pub mod paths;
 pub mod pipe;
@@ -28,8 +29,9 @@ use crate::config::ServiceConfig;
 use crate::site::Site;
 
 use self::auth::Tokens;
+use self::gc::Gc;
 use self::jobs::Jobs;
-use self::locks::DomainLocks;
+use self::leases::Leases;
 use self::metrics::Metrics;
 use self::paths::RecoveryDir;
 use self::pipe::{Pipes, Released};
@@ -48,8 +50,6 @@ pub struct Service {
     pub metered: MeteredStore,
     /// The local index.
     pub index: Arc<Index>,
-    /// Per-domain indexing locks.
-    pub locks: DomainLocks,
     /// Ingest pipes.
     pub pipes: Pipes,
     /// Restore jobs.
@@ -58,6 +58,10 @@ pub struct Service {
     pub test_copies: TestCopies,
     /// Warm replicas (continuous failover and failback).
     pub replicas: Arc<Replicas>,
+    /// The leases this site holds on points (restores, test copies, replicas).
+    pub leases: Arc<Leases>,
+    /// GC runs.
+    pub gc: Gc,
     /// Where restores may write.
     pub recovery: RecoveryDir,
     /// Bearer tokens.
@@ -81,7 +85,6 @@ impl Service {
         let metered = MeteredStore::new(site.store.clone());
         let store: DynStore = Arc::new(metered.clone());
         let metrics = Arc::new(Metrics::default());
-        let locks = DomainLocks::default();
         let ctx = IngestContext {
             store: store.clone(),
             index: site.index.clone(),
@@ -100,6 +103,20 @@ impl Service {
                 .then_some(config.restore.max_bytes_per_sec),
             ..RestoreOptions::default()
         };
+        // Nothing runs yet: what is there was left by a run the last stop interrupted.
+        let scratch = config.gc_scratch_dir();
+        match std::fs::remove_dir_all(&scratch) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!("cannot empty {}: {e}", scratch.display());
+            }
+            _ => {}
+        }
+        let leases = Leases::new(
+            store.clone(),
+            site.index.clone(),
+            site.site_id.clone(),
+            config.lease_ttl(),
+        );
         let jobs = Jobs::open(
             &config.data_dir.join("jobs"),
             store.clone(),
@@ -108,22 +125,22 @@ impl Service {
             config.restore.max_jobs,
             config.restore.keep_ended_jobs,
             metrics.clone(),
+            leases.clone(),
         )?;
-        let test_copies = TestCopies::open(&config.data_dir.join("test-copies"))?;
+        let test_copies = TestCopies::open(&config.data_dir.join("test-copies"), leases.clone())?;
         let replicas = Replicas::open(
             &config.data_dir.join("replicas"),
             ctx.clone(),
-            locks.clone(),
             metrics.clone(),
             opts,
             Duration::from_millis(config.failover.replica_poll_ms),
+            leases.clone(),
         )?;
         let released = Released::open(&config.data_dir.join("released"))?;
         let tokens = Tokens::from_config(&config.tokens, &config.data_dir)?;
         Ok(Arc::new(Service {
             pipes: Pipes::new(
                 ctx.clone(),
-                locks.clone(),
                 metrics.clone(),
                 released,
                 config.ingest.max_queued_bytes,
@@ -132,10 +149,11 @@ impl Service {
             store,
             metered,
             index: site.index,
-            locks,
             jobs,
             test_copies,
             replicas,
+            leases,
+            gc: Gc::new(config.gc_config()),
             recovery,
             tokens,
             metrics,
@@ -170,11 +188,18 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     let tailer = tokio::spawn(tail::run(
         svc.ingest(),
-        svc.locks.clone(),
         svc.metrics.clone(),
         Duration::from_millis(svc.config.tail.interval_ms),
         svc.stopping.clone(),
     ));
+    let leases = tokio::spawn(svc.leases.clone().run(svc.stopping.clone()));
+    let scheduled_gc = (svc.config.gc.interval_secs > 0).then(|| {
+        tokio::spawn(gc::scheduled(
+            svc.clone(),
+            Duration::from_secs(svc.config.gc.interval_secs),
+            svc.stopping.clone(),
+        ))
+    });
     let app = crate::http::router(svc.clone());
     let stopping = svc.stopping.clone();
     tokio::spawn(async move {
@@ -191,6 +216,10 @@ pub async fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     svc.replicas.shut_down().await;
     svc.pipes.close().await;
     let _ = tailer.await;
+    if let Some(t) = scheduled_gc {
+        let _ = t.await;
+    }
+    let _ = leases.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -22,7 +22,6 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::error::ApiError;
-use super::locks::DomainLocks;
 use super::metrics::Metrics;
 use super::records::Records;
 
@@ -112,7 +111,6 @@ impl Released {
 /// The pipes of all domains written through this service.
 pub struct Pipes {
     ctx: IngestContext,
-    locks: DomainLocks,
     metrics: Arc<Metrics>,
     released: Released,
     /// Bytes of pushed writes not yet answered, in KiB permits.
@@ -127,7 +125,6 @@ impl Pipes {
     /// Pipes writing through `ctx`, with at most `max_queued_bytes` of pushes waiting.
     pub fn new(
         ctx: IngestContext,
-        locks: DomainLocks,
         metrics: Arc<Metrics>,
         released: Released,
         max_queued_bytes: u64,
@@ -135,7 +132,6 @@ impl Pipes {
         let queued_kib = (max_queued_bytes >> 10).min(u32::MAX as u64 >> 3) as u32;
         Pipes {
             ctx,
-            locks,
             metrics,
             released,
             queued: Arc::new(Semaphore::new(queued_kib as usize)),
@@ -231,7 +227,6 @@ impl Pipes {
                     let task = PipeTask {
                         ctx: self.ctx.clone(),
                         domain: domain.to_owned(),
-                        locks: self.locks.clone(),
                         metrics: self.metrics.clone(),
                         released: self.released.clone(),
                         writer: None,
@@ -277,7 +272,6 @@ async fn answer<T>(rx: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiE
 struct PipeTask {
     ctx: IngestContext,
     domain: String,
-    locks: DomainLocks,
     metrics: Arc<Metrics>,
     released: Released,
     writer: Option<DomainWriter>,
@@ -367,7 +361,7 @@ impl PipeTask {
     async fn release(&mut self) -> Result<Option<u64>, ApiError> {
         self.released.add(&self.domain)?;
         self.writer = None;
-        let _lock = self.locks.lock(&self.domain).await;
+        let _lock = self.ctx.index.lock_commits(&self.domain).await;
         Ok(self.ctx.index.last_seq(&self.domain)?)
     }
 
@@ -377,10 +371,10 @@ impl PipeTask {
         markers: Vec<Marker>,
     ) -> Result<CommittedPoint, ApiError> {
         self.refuse_if_released()?;
-        let locks = self.locks.clone();
+        let index = self.ctx.index.clone();
         let domain = self.domain.clone();
         let w = self.writer().await?;
-        let _lock = locks.lock(&domain).await;
+        let _lock = index.lock_commits(&domain).await;
         let p = w.commit_image_blocks(disks, markers).await;
         if p.is_err() {
             // The next commit re-reads the log and the ownership.
@@ -400,7 +394,7 @@ impl PipeTask {
 
     async fn writer(&mut self) -> Result<&mut DomainWriter, ApiError> {
         if self.writer.is_none() {
-            let _lock = self.locks.lock(&self.domain).await;
+            let _lock = self.ctx.index.lock_commits(&self.domain).await;
             let w = DomainWriter::open(self.ctx.clone(), &self.domain).await?;
             self.writer = Some(w);
         }
@@ -458,7 +452,7 @@ impl PipeTask {
             return Err(err);
         };
         let me = w.writer().clone();
-        let _lock = self.locks.lock(&self.domain).await;
+        let _lock = self.ctx.index.lock_commits(&self.domain).await;
         // Indexes the log to its end before it checks the ownership, so the index is
         // complete even when this writer turns out fenced.
         let synced = w.resync().await;
@@ -489,7 +483,7 @@ impl PipeTask {
         expected: Option<u64>,
     ) -> Result<(u64, CommittedPoint), ApiError> {
         self.writer = None;
-        let _lock = self.locks.lock(&self.domain).await;
+        let _lock = self.ctx.index.lock_commits(&self.domain).await;
         let (w, fence) = DomainWriter::take_over(self.ctx.clone(), &self.domain, expected).await?;
         self.released.remove(&self.domain)?;
         let generation = w.writer().generation;
@@ -513,9 +507,9 @@ impl PipeTask {
         let result = async {
             self.refuse_if_released()?;
             let domain = self.domain.clone();
-            let locks = self.locks.clone();
+            let index = self.ctx.index.clone();
             let w = self.writer().await?;
-            let _lock = locks.lock(&domain).await;
+            let _lock = index.lock_commits(&domain).await;
             attempted = Some(w.next_seq());
             let point = if sealing_markers {
                 Some(w.seal(markers).await?)
@@ -603,7 +597,6 @@ mod tests {
             .expect("domain");
         let pipes = Pipes::new(
             ctx.clone(),
-            DomainLocks::default(),
             Arc::new(Metrics::default()),
             Released::open(&tmp.path().join("released")).expect("released"),
             64 << 20,

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorDetail};
-use super::locks::DomainLocks;
+use super::leases::Leases;
 use super::metrics::Metrics;
 use super::records::Records;
 
@@ -107,7 +107,8 @@ pub struct ReplicaStatus {
     pub lag_seconds: f64,
     /// Indexed points not yet applied.
     pub lag_segments: u64,
-    /// Bytes those points wrote.
+    /// Bytes of blocks written after the applied point (by those points, and by the
+    /// segments GC merged or demoted in between).
     pub lag_bytes: u64,
     /// Seeding progress: bytes written of bytes needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,28 +185,30 @@ impl HeldReplica {
 pub struct Replicas {
     records: Records,
     ctx: IngestContext,
-    locks: DomainLocks,
     metrics: Arc<Metrics>,
     opts: RestoreOptions,
     poll: Duration,
     table: Mutex<BTreeMap<String, Arc<Handle>>>,
     shutdown: CancellationToken,
+    leases: Arc<Leases>,
 }
+
+/// The holder of a replica's lease (one replica per domain and site).
+const LEASE_HOLDER: &str = "replica";
 
 impl Replicas {
     /// Loads the replicas of DATA_DIR/replicas and starts following the live ones.
     pub fn open(
         dir: &Path,
         ctx: IngestContext,
-        locks: DomainLocks,
         metrics: Arc<Metrics>,
         opts: RestoreOptions,
         poll: Duration,
+        leases: Arc<Leases>,
     ) -> anyhow::Result<Arc<Replicas>> {
         let this = Arc::new(Replicas {
             records: Records::open(dir)?,
             ctx,
-            locks,
             metrics,
             opts: RestoreOptions {
                 resume: true,
@@ -214,8 +217,10 @@ impl Replicas {
             poll,
             table: Mutex::new(BTreeMap::new()),
             shutdown: CancellationToken::new(),
+            leases,
         });
         for rec in this.records.load::<ReplicaRecord>()? {
+            this.hold_points(&rec);
             let live = matches!(rec.state, ReplicaState::Seeding | ReplicaState::Following);
             let domain = rec.domain.clone();
             let handle = Handle::new(rec);
@@ -244,7 +249,21 @@ impl Replicas {
         self.records
             .save(&rec.domain, &rec)
             .map_err(|e| ApiError::internal(format!("cannot record the replica: {e}")))?;
+        self.hold_points(&rec);
         Ok(rec)
+    }
+
+    /// Keeps the lease of a replica on the points it reads: from the lower of the
+    /// applied point and the one its images move to, onwards (it follows the log);
+    /// none once completed, its images then read nothing more.
+    fn hold_points(&self, rec: &ReplicaRecord) {
+        let from = [rec.applied_seq, rec.moving_to].into_iter().flatten().min();
+        match from {
+            Some(seq) if rec.state != ReplicaState::Completed => {
+                self.leases.set(&rec.domain, LEASE_HOLDER, seq, true)
+            }
+            _ => self.leases.clear(&rec.domain, LEASE_HOLDER),
+        }
     }
 
     /// Starts a replica of `domain` with images in `dir`; without `follow` it only
@@ -355,10 +374,12 @@ impl Replicas {
         if let (true, Some(newest)) = (following, newest) {
             let from = record.applied_seq.map_or(1, |a| a + 1);
             if newest >= from {
+                // What GC merged or demoted is no point, but its blocks are still to
+                // apply.
                 let behind = index.segments(&record.domain, from..=newest)?;
-                lag_segments = behind.len() as u64;
+                lag_segments = behind.iter().filter(|m| m.is_point()).count() as u64;
                 lag_bytes = behind.iter().map(|m| m.logical_bytes()).sum();
-                if let Some(first) = behind.first() {
+                if let Some(first) = behind.iter().find(|m| m.is_point()) {
                     lag_seconds = (tidemark_ingest::now_ns() - first.time_end).max(0) as f64 / 1e9;
                 }
             }
@@ -466,7 +487,7 @@ impl Replicas {
     /// Indexes what the domain's owner committed since the last look.
     pub async fn catch_up(&self, domain: &str) -> ApiResult<DomainRecord> {
         let rec = tidemark_ingest::domain::open_domain(&self.ctx, domain).await?;
-        let _lock = self.locks.lock(domain).await;
+        let _lock = self.ctx.index.lock_commits(domain).await;
         sync::catch_up(&self.ctx.store, &self.ctx.index, &rec).await?;
         Ok(rec)
     }
@@ -693,6 +714,7 @@ impl Replicas {
             let _ = std::fs::remove_dir(&rec.dir);
         }
         lock(&self.table).remove(domain);
+        self.leases.clear(domain, LEASE_HOLDER);
         self.records
             .remove(domain)
             .map_err(|e| ApiError::internal(format!("cannot forget the replica: {e}")))?;

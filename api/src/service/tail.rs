@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidemark_format::keys;
-use tidemark_ingest::IngestContext;
+use tidemark_ingest::{IngestContext, IngestError};
 use tidemark_objstore::StoreError;
-use tidemark_pitr_index::sync;
+use tidemark_pitr_index::{sync, IndexError};
 use tokio_util::sync::CancellationToken;
 
-use super::locks::DomainLocks;
 use super::metrics::Metrics;
 
 /// Names of the domains in the store: one listing request per domain, skipping over
@@ -42,15 +41,16 @@ pub async fn list_domains(ctx: &IngestContext) -> Result<Vec<String>, StoreError
 
 /// Indexes what other writers committed to every domain of the store, once. A domain
 /// that fails (a damaged object, say) is reported and skipped: the others go on.
-pub async fn tail_once(
-    ctx: &IngestContext,
-    locks: &DomainLocks,
-    metrics: &Metrics,
-) -> Result<u64, StoreError> {
+pub async fn tail_once(ctx: &IngestContext, metrics: &Metrics) -> Result<u64, StoreError> {
     let mut indexed = 0;
     for name in list_domains(ctx).await? {
-        match tail_domain(ctx, locks, &name).await {
+        match tail_domain(ctx, &name).await {
             Ok(n) => indexed += n,
+            // Restores of the domain keep a new GC manifest from being applied; they
+            // end, and a later round catches up. Nothing is wrong meanwhile.
+            Err(IngestError::Index(IndexError::Busy(_))) => {
+                tracing::debug!(domain = %name, "tailing skipped: restores hold the index");
+            }
             Err(e) => {
                 metrics.tail_failed();
                 tracing::warn!(domain = %name, "tailing failed: {e}");
@@ -60,31 +60,26 @@ pub async fn tail_once(
     Ok(indexed)
 }
 
-async fn tail_domain(
-    ctx: &IngestContext,
-    locks: &DomainLocks,
-    name: &str,
-) -> Result<u64, tidemark_ingest::IngestError> {
+async fn tail_domain(ctx: &IngestContext, name: &str) -> Result<u64, IngestError> {
     let rec = match tidemark_ingest::domain::open_domain(ctx, name).await {
         Ok(rec) => rec,
         // A domain being created has packs before its domain.json: skip it this time.
-        Err(tidemark_ingest::IngestError::UnknownDomain(_)) => return Ok(0),
+        Err(IngestError::UnknownDomain(_)) => return Ok(0),
         Err(e) => return Err(e),
     };
-    let _lock = locks.lock(name).await;
+    let _lock = ctx.index.lock_commits(name).await;
     Ok(sync::catch_up(&ctx.store, &ctx.index, &rec).await?.len() as u64)
 }
 
 /// Runs the tailer until `stop`.
 pub async fn run(
     ctx: IngestContext,
-    locks: DomainLocks,
     metrics: Arc<Metrics>,
     interval: Duration,
     stop: CancellationToken,
 ) {
     loop {
-        match tail_once(&ctx, &locks, &metrics).await {
+        match tail_once(&ctx, &metrics).await {
             Ok(n) if n > 0 => {
                 tracing::debug!(segments = n, "indexed segments of other writers");
                 metrics.tailed(n);

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
+use super::leases::Leases;
 use super::records::Records;
 
 /// A test copy as stored (its job tells how far it is).
@@ -30,24 +31,36 @@ pub struct TestCopyRecord {
     pub created: String,
 }
 
-/// The registry of test copies: one record each in DATA_DIR/test-copies.
+/// The registry of test copies: one record each in DATA_DIR/test-copies. Each copy
+/// holds a lease on its point for as long as it exists, so that it can be made again
+/// (or its disks compared with the point) whatever GC does meanwhile.
 pub struct TestCopies {
     records: Records,
     copies: Mutex<BTreeMap<String, TestCopyRecord>>,
+    leases: Arc<Leases>,
+}
+
+/// The holder of a test copy's lease.
+fn lease_holder(id: &str) -> String {
+    format!("test-{id}")
 }
 
 impl TestCopies {
-    /// Loads the registry.
-    pub fn open(dir: &Path) -> anyhow::Result<TestCopies> {
+    /// Loads the registry and holds the copies' points again.
+    pub fn open(dir: &Path, leases: Arc<Leases>) -> anyhow::Result<TestCopies> {
         let records = Records::open(dir)?;
-        let copies = records
+        let copies: BTreeMap<String, TestCopyRecord> = records
             .load::<TestCopyRecord>()?
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
+        for r in copies.values() {
+            leases.set(&r.domain, &lease_holder(&r.id), r.seq, false);
+        }
         Ok(TestCopies {
             records,
             copies: Mutex::new(copies),
+            leases,
         })
     }
 
@@ -60,6 +73,8 @@ impl TestCopies {
         self.records
             .save(&rec.id, &rec)
             .map_err(|e| ApiError::internal(format!("cannot record the test copy: {e}")))?;
+        self.leases
+            .set(&rec.domain, &lease_holder(&rec.id), rec.seq, false);
         self.lock().insert(rec.id.clone(), rec);
         Ok(())
     }
@@ -81,7 +96,9 @@ impl TestCopies {
 
     /// Forgets a test copy (its images must already be gone).
     pub fn remove(&self, id: &str) -> Result<(), ApiError> {
-        self.lock().remove(id);
+        if let Some(r) = self.lock().remove(id) {
+            self.leases.clear(&r.domain, &lease_holder(&r.id));
+        }
         self.records
             .remove(id)
             .map_err(|e| ApiError::internal(format!("cannot forget test copy {id}: {e}")))
