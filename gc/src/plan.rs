@@ -123,14 +123,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether the run changes nothing in the log.
-    pub fn is_empty(&self) -> bool {
-        self.deleted.is_empty()
-            && self.merges.is_empty()
-            && self.demoted.is_empty()
-            && self.image.is_none()
-    }
-
     /// Every segment whose current object the run supersedes.
     pub fn superseded(&self) -> BTreeSet<u64> {
         let mut s: BTreeSet<u64> = self.deleted.iter().copied().collect();

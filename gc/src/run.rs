@@ -182,7 +182,14 @@ pub async fn run(
     if cfg.fail_at == Some(GcFailPoint::AfterRewrite) {
         return Err(GcError::Injected(GcFailPoint::AfterRewrite));
     }
-    let nothing = the_plan.is_empty() && packs.dead.is_empty() && packs.repack.is_empty();
+    // Segments merged or demoted by earlier runs are planned as demoted again: only
+    // new work makes an epoch.
+    let nothing = the_plan.deleted.is_empty()
+        && the_plan.merges.is_empty()
+        && the_plan.image.is_none()
+        && demoted.is_empty()
+        && packs.dead.is_empty()
+        && packs.repack.is_empty();
     if nothing {
         return finish(report, index, started);
     }

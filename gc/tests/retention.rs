@@ -150,6 +150,10 @@ async fn run_case(c: Case) {
         .expect("second gc");
     assert_eq!(again.segments_deleted, 0, "nothing dead is left: {again:?}");
     assert_eq!(
+        again.epoch, None,
+        "a run with nothing to do commits nothing: {again:?}"
+    );
+    assert_eq!(
         f.points(&f.index).into_iter().collect::<BTreeSet<_>>(),
         expected
     );
