@@ -13,7 +13,7 @@ use tidemark_ingest::{owner, IngestContext};
 use tidemark_objstore::StoreError;
 use tidemark_pitr_index::{sync, Index, IndexError, SegmentMeta};
 
-use crate::packs::{plan_packs, repack, RefDelta};
+use crate::packs::{plan_packs, repack, PackPlan, RefDelta};
 use crate::plan::{disk_liveness, plan, segment_facts, Plan, SegmentLiveness};
 use crate::policy::{retained_points, PointInfo};
 use crate::rewrite::{self, Rewrite, Written};
@@ -103,15 +103,8 @@ pub async fn run(
             count_streams(index, domain, &rec, *seq, -1, &mut delta)?;
         }
         let packs = plan_packs(index, domain, &delta, cfg.repack_dead_fraction)?;
-        report.packs_dead = packs.dead.len() as u64;
-        report.packs_repacked = packs.repack.len() as u64;
-        report.chunks_freed = packs.freed.len() as u64;
-        report.bytes_reclaimable = packs.garbage_bytes
-            + superseded
-                .iter()
-                .filter_map(|s| metas.get(s))
-                .map(|m| m.object_size)
-                .sum::<u64>();
+        count_packs(&mut report, &packs);
+        report.bytes_reclaimable = reclaimable(&packs, &superseded, &metas);
         report.images_written = the_plan.image.is_some() as u64;
         report.merged_written = the_plan.merges.len() as u64;
         return finish(report, index, started);
@@ -176,9 +169,7 @@ pub async fn run(
     let packs = plan_packs(index, domain, &delta, cfg.repack_dead_fraction)?;
     let (repacked, repack_bytes) = repack(&ctx.store, domain, &packs.repack).await?;
     report.bytes_uploaded += repack_bytes;
-    report.packs_dead = packs.dead.len() as u64;
-    report.packs_repacked = packs.repack.len() as u64;
-    report.chunks_freed = packs.freed.len() as u64;
+    count_packs(&mut report, &packs);
     if cfg.fail_at == Some(GcFailPoint::AfterRewrite) {
         return Err(GcError::Injected(GcFailPoint::AfterRewrite));
     }
@@ -255,12 +246,7 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     }
     report.epoch = Some(epoch);
-    report.bytes_reclaimable = packs.garbage_bytes
-        + superseded
-            .iter()
-            .filter_map(|s| metas.get(s))
-            .map(|m| m.object_size)
-            .sum::<u64>();
+    report.bytes_reclaimable = reclaimable(&packs, &superseded, &metas);
     if cfg.fail_at == Some(GcFailPoint::AfterManifest) {
         return Err(GcError::Injected(GcFailPoint::AfterManifest));
     }
@@ -326,6 +312,27 @@ fn count_streams(
     Ok(())
 }
 
+/// Reports the packs' fate.
+fn count_packs(report: &mut GcReport, packs: &PackPlan) {
+    report.packs_dead = packs.dead.len() as u64;
+    report.packs_repacked = packs.repack.len() as u64;
+    report.chunks_freed = packs.freed.len() as u64;
+}
+
+/// Bytes a run makes garbage: dead and repacked packs, superseded segment objects.
+fn reclaimable(
+    packs: &PackPlan,
+    superseded: &BTreeSet<u64>,
+    metas: &BTreeMap<u64, &SegmentMeta>,
+) -> u64 {
+    packs.garbage_bytes
+        + superseded
+            .iter()
+            .filter_map(|s| metas.get(s))
+            .map(|m| m.object_size)
+            .sum::<u64>()
+}
+
 /// The earliest capture time of `members`: where a rewrite of them starts.
 fn earliest(metas: &BTreeMap<u64, &SegmentMeta>, members: &[u64]) -> i64 {
     members
@@ -364,7 +371,7 @@ fn check_unmoved(
     metas: &BTreeMap<u64, &SegmentMeta>,
     superseded: &BTreeSet<u64>,
     written: &[Written],
-    packs: &crate::packs::PackPlan,
+    packs: &PackPlan,
     delta: &RefDelta,
 ) -> Result<()> {
     if index.gc_epoch(domain)? != base_epoch {
