@@ -48,11 +48,6 @@ impl SegmentKind {
             SegmentKind::Merged => "merged",
         }
     }
-
-    /// Whether the segment is a recoverable point (a merged run is not).
-    pub fn is_point(self) -> bool {
-        self != SegmentKind::Merged
-    }
 }
 
 /// The site and ownership generation that wrote a segment.

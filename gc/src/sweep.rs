@@ -39,18 +39,6 @@ fn read_u64(index: &Index, domain: &str, key: &[u8]) -> Result<u64> {
         .unwrap_or(0))
 }
 
-/// The manifests in the bucket, oldest first.
-async fn manifests(store: &DynStore, domain: &str) -> Result<Vec<u64>> {
-    let mut epochs: Vec<u64> = store
-        .list_all(&keys::gc_prefix(domain), None)
-        .await?
-        .iter()
-        .filter_map(|o| keys::parse_manifest_key(&o.key))
-        .collect();
-    epochs.sort_unstable();
-    Ok(epochs)
-}
-
 /// Deletes the garbage of every manifest that may go, oldest first, stopping at the
 /// first that may not.
 pub(crate) async fn sweep_garbage(
@@ -62,7 +50,7 @@ pub(crate) async fn sweep_garbage(
     now: i64,
     report: &mut GcReport,
 ) -> Result<()> {
-    let epochs = manifests(store, domain).await?;
+    let epochs = sync::manifest_epochs(store, domain).await?;
     let Some(&newest) = epochs.last() else {
         return Ok(());
     };
@@ -142,7 +130,7 @@ pub(crate) async fn sweep_orphans(
 ) -> Result<()> {
     // Garbage of manifests still in the bucket is the sweep's above, not an orphan.
     let mut pending = HashSet::new();
-    for e in manifests(store, domain).await? {
+    for e in sync::manifest_epochs(store, domain).await? {
         let m = sync::read_manifest(store, domain, e).await?;
         pending.extend(
             m.garbage_segments

@@ -209,13 +209,21 @@ pub async fn catch_up(store: &DynStore, index: &Index, domain: &DomainRecord) ->
     Ok(done)
 }
 
-/// The epoch of the domain's newest GC manifest, if GC ever ran on it.
-pub async fn newest_manifest(store: &DynStore, domain: &str) -> Result<Option<u64>> {
-    let all = store.list_all(&keys::gc_prefix(domain), None).await?;
-    Ok(all
+/// The epochs of the domain's GC manifests in the bucket, oldest first.
+pub async fn manifest_epochs(store: &DynStore, domain: &str) -> Result<Vec<u64>> {
+    let mut epochs: Vec<u64> = store
+        .list_all(&keys::gc_prefix(domain), None)
+        .await?
         .iter()
         .filter_map(|o| keys::parse_manifest_key(&o.key))
-        .max())
+        .collect();
+    epochs.sort_unstable();
+    Ok(epochs)
+}
+
+/// The epoch of the domain's newest GC manifest, if GC ever ran on it.
+pub async fn newest_manifest(store: &DynStore, domain: &str) -> Result<Option<u64>> {
+    Ok(manifest_epochs(store, domain).await?.last().copied())
 }
 
 /// Reads and verifies manifest `epoch` of a domain.
