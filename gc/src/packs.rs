@@ -41,6 +41,10 @@ pub(crate) fn plan_packs(
     delta: &RefDelta,
     dead_fraction: f64,
 ) -> Result<PackPlan> {
+    // Packs first: a commit meanwhile adds a pack and its chunks' locations in one
+    // batch, so every pack listed here has its chunks in the scan below. The other
+    // order would see a new pack without its chunks and call it dead.
+    let known = index.packs(domain)?;
     let mut by_pack: HashMap<PackId, Vec<(ChunkHash, ChunkLocation, bool)>> = HashMap::new();
     for (hash, loc) in index.chunks_located(domain)? {
         let refs = index.chunk_refs(domain, &hash)? + delta.get(&hash).copied().unwrap_or(0);
@@ -50,7 +54,7 @@ pub(crate) fn plan_packs(
             .push((hash, loc, refs > 0));
     }
     let mut plan = PackPlan::default();
-    for (id, info) in index.packs(domain)? {
+    for (id, info) in known {
         let chunks = by_pack.remove(&id).unwrap_or_default();
         let live: u64 = chunks
             .iter()

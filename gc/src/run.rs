@@ -197,6 +197,7 @@ pub async fn run(
         index,
         domain,
         base_epoch,
+        upto,
         &metas,
         &superseded,
         &written,
@@ -360,7 +361,8 @@ fn live_of(liveness: &[Vec<SegmentLiveness>], members: &[u64]) -> Vec<(u32, Roar
 }
 
 /// Checks, with ingest held off, that nothing the run decided on moved since: no
-/// other manifest, the superseded segments unchanged, no chunk the run stored anew
+/// other manifest, no pack it drops named by a segment committed since, the
+/// superseded segments unchanged, no chunk the run stored anew
 /// stored by ingest meanwhile (it would be in two live packs), no chunk the run frees
 /// referenced by a commit meanwhile.
 #[allow(clippy::too_many_arguments)]
@@ -368,6 +370,7 @@ fn check_unmoved(
     index: &Index,
     domain: &str,
     base_epoch: u64,
+    upto: u64,
     metas: &BTreeMap<u64, &SegmentMeta>,
     superseded: &BTreeSet<u64>,
     written: &[Written],
@@ -378,6 +381,18 @@ fn check_unmoved(
         return Err(GcError::Conflict(
             "the index moved to another GC epoch".into(),
         ));
+    }
+    // Segments committed since the run looked name only packs of their own, never one
+    // the run found dead; were it so, deleting it would lose their data.
+    for meta in index.segments(domain, upto.saturating_add(1)..=u64::MAX)? {
+        let dropped =
+            |p: &PackId| packs.dead.contains(p) || packs.repack.iter().any(|(id, _)| id == p);
+        if let Some(p) = meta.pack_ids()?.into_iter().find(dropped) {
+            return Err(GcError::Conflict(format!(
+                "pack {p} of segment {} committed during the run",
+                meta.seq
+            )));
+        }
     }
     for seq in superseded {
         let now = index.segment(domain, *seq)?;
