@@ -27,7 +27,7 @@ use tidemark_format::{
     DiskDelta, DiskSpec, DomainRecord, Segment, SegmentKind, WriterId, BLOCK_SIZE,
 };
 use tidemark_gc::plan::disk_liveness;
-use tidemark_pitr_index::{DiskPlan, Index};
+use tidemark_pitr_index::{Blocks, DiskPlan, Index};
 
 /// 100 GiB of 4 KiB blocks.
 const BLOCKS: u32 = 26_214_400;
@@ -230,7 +230,7 @@ fn point_resolution(c: &mut Criterion, idx: &Indexes) {
         let imaged_time = started.elapsed();
         assert_eq!(a.zero_blocks(), b.zero_blocks(), "zero blocks at {at}");
         assert_eq!(a.data_blocks(), b.data_blocks(), "data blocks at {at}");
-        let recent = |p: &DiskPlan| -> Vec<(u64, RoaringBitmap)> {
+        let recent = |p: &DiskPlan| -> Vec<(u64, Blocks)> {
             p.reads
                 .iter()
                 .filter(|(s, _)| *s > IMAGE_AT)

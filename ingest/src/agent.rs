@@ -5,23 +5,19 @@
 //! committed in the same batch as the segment, so a failed run never makes the next one
 //! skip a block. The hashes are trusted only if the domain's newest point is the one
 //! this agent wrote; otherwise every block is sent (dedup keeps the upload small).
+//! Holes of sparse images are not read (see `scan`).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use tidemark_format::{DiskSpec, DomainRecord, Marker, BLOCK_SIZE};
-use tidemark_pitr_index::{Index, StateWrite};
-use xxhash_rust::xxh3::xxh3_128;
+use tidemark_pitr_index::StateWrite;
 
-use crate::builder::{is_zero, SegmentBuilder};
+use crate::builder::SegmentBuilder;
+use crate::scan::Scan;
 use crate::{domain, now_ns, DomainWriter, IngestContext, IngestError, Result};
 
-/// Blocks per stored group of hashes (64 KiB of hashes per value).
-const GROUP: u32 = 4096;
-/// Bytes read from a disk at a time.
-const READ_BYTES: usize = 4 << 20;
 const AGENT_SEQ_KEY: &[u8] = b"agent-seq";
 
 /// A disk to protect: its name in the domain and where to read it.
@@ -46,13 +42,6 @@ pub struct ProtectReport {
     pub changed_bytes: u64,
     /// Bytes of the disks read.
     pub logical_bytes: u64,
-}
-
-fn group_key(disk: u32, group: u32) -> Vec<u8> {
-    let mut k = b"agent-hashes\0".to_vec();
-    k.extend_from_slice(&disk.to_be_bytes());
-    k.extend_from_slice(&group.to_be_bytes());
-    k
 }
 
 fn open_disk(src: &DiskSource) -> Result<(File, u64)> {
@@ -163,22 +152,23 @@ pub async fn protect(
         .and_then(|v| v.try_into().ok().map(u64::from_be_bytes));
     // With no point yet, every block is known to be zero.
     let trust = last.is_none() || agent_seq == last;
-    let mut inputs: Vec<(u32, DiskSource, File)> = opened
+    let mut inputs: Vec<(u32, DiskSource, File, u64)> = opened
         .into_iter()
-        .map(|(s, f, _)| {
+        .map(|(s, f, size)| {
             let idx = rec.disk_index(&s.name).unwrap_or(u32::MAX);
-            (idx, s, f)
+            (idx, s, f, size)
         })
         .collect();
-    inputs.sort_by_key(|(i, _, _)| *i);
+    inputs.sort_by_key(|(i, _, _, _)| *i);
     let logical_bytes = sizes.iter().map(|(_, s)| s).sum();
     let index = ctx.index.clone();
     let domain_name = domain.to_owned();
     let feed = move |b: &mut SegmentBuilder| {
         let mut state: Vec<StateWrite> = Vec::new();
-        for (disk, src, file) in inputs {
+        for (disk, src, file, size) in inputs {
             b.begin_disk(disk)?;
-            read_changed(b, &index, &domain_name, disk, &src, file, trust, &mut state)?;
+            let path = src.path.display().to_string();
+            Scan::new(&index, &domain_name, disk, trust, &mut state).read(b, &file, size, &path)?;
         }
         state.push((AGENT_SEQ_KEY.to_vec(), seq.to_be_bytes().to_vec()));
         Ok(state)
@@ -194,80 +184,4 @@ pub async fn protect(
         changed_bytes: (p.data_blocks + p.zero_blocks) * BLOCK_SIZE as u64,
         logical_bytes,
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn read_changed(
-    b: &mut SegmentBuilder,
-    index: &Arc<Index>,
-    domain: &str,
-    disk: u32,
-    src: &DiskSource,
-    mut file: File,
-    trust: bool,
-    state: &mut Vec<StateWrite>,
-) -> Result<()> {
-    let bs = BLOCK_SIZE as usize;
-    let zero_hash = xxh3_128(&[0u8; BLOCK_SIZE as usize]).to_le_bytes();
-    let mut buf = vec![0u8; READ_BYTES];
-    let mut block: u32 = 0;
-    let mut group: Option<(u32, Vec<u8>, bool)> = None; // (group, hashes, changed)
-    let flush = |g: Option<(u32, Vec<u8>, bool)>, state: &mut Vec<StateWrite>| {
-        if let Some((n, hashes, true)) = g {
-            state.push((group_key(disk, n), hashes));
-        }
-    };
-    loop {
-        let n = read_full(&mut file, &mut buf).map_err(|source| IngestError::Read {
-            path: src.path.display().to_string(),
-            source,
-        })?;
-        if n == 0 {
-            break;
-        }
-        for data in buf[..n - n % bs].chunks_exact(bs) {
-            let g = block / GROUP;
-            if group.as_ref().is_none_or(|(n, _, _)| *n != g) {
-                flush(group.take(), state);
-                let hashes = match index.get_state(domain, &group_key(disk, g))? {
-                    Some(h) if trust && h.len() == GROUP as usize * 16 => h,
-                    _ => zero_hash.repeat(GROUP as usize),
-                };
-                group = Some((g, hashes, false));
-            }
-            if let Some((_, hashes, changed)) = group.as_mut() {
-                let slot = &mut hashes[(block % GROUP) as usize * 16..][..16];
-                let h = if is_zero(data) {
-                    zero_hash
-                } else {
-                    xxh3_128(data).to_le_bytes()
-                };
-                if !trust || slot != h {
-                    slot.copy_from_slice(&h);
-                    *changed = true;
-                    // Unknown prior content: a zero block must still be recorded as zeroed.
-                    b.put_block(block, data)?;
-                }
-            }
-            block += 1;
-        }
-        if n < buf.len() {
-            break;
-        }
-    }
-    flush(group, state);
-    Ok(())
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

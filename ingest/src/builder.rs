@@ -1,24 +1,25 @@
 //! Builds one segment from per-disk block streams in ascending block order: zero
 //! blocks go to the `zeroed` bitmap, the rest form the disk's data stream, which is
-//! cut by FastCDC; chunks are named, deduplicated against the domain and this
-//! segment, compressed in parallel (rayon) and appended to packs that the uploader
-//! sends while the next ones fill.
+//! cut by FastCDC in windows. The packing stages (`packer.rs`, on threads of their
+//! own) name, deduplicate, compress and pack each window while the next one fills,
+//! and the uploader sends the packs while the next ones fill.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
-use rayon::prelude::*;
 use roaring::RoaringBitmap;
-use tidemark_format::pack::encode_chunk;
-use tidemark_format::{ChunkHash, ChunkRef, DiskDelta, PackId, PackWriter, PACK_FOOTER_LEN};
-use tidemark_pitr_index::{ChunkLocation, Index, PackInfo, StateWrite};
+use tidemark_format::{ChunkHash, DiskDelta, PackId, BLOCK_SIZE};
+use tidemark_pitr_index::{ChunkLocation, PackInfo, StateWrite};
 
-use crate::chunker::{Chunker, Cut};
-use crate::uploader::{self, PackSink};
+use crate::chunker::Chunker;
+use crate::packer::{self, Job, Reply, Stages};
+use crate::uploader;
 use crate::{IngestConfig, IngestContext, IngestError, Result};
 
-/// Stream bytes buffered before cutting: large enough for parallel compression to pay.
-const WINDOW: usize = 8 << 20;
+/// Stream bytes buffered before cutting: large enough for parallel compression to pay
+/// (about 64 chunks); a few windows are in flight at once (see `packer`).
+const WINDOW: usize = 4 << 20;
 
 /// A segment's content as building produced it: its packs are stored, nothing is
 /// committed.
@@ -43,169 +44,77 @@ pub(crate) fn is_zero(block: &[u8]) -> bool {
         .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
-struct Packer {
-    index: Arc<Index>,
-    domain: String,
-    level: i32,
-    pack_bytes: usize,
-    sink: PackSink,
-    pack: Option<PackWriter>,
-    /// Chunks this segment already references: looked up once, stored once.
-    seen: HashSet<ChunkHash>,
-    built: BuiltSegment,
-}
-
-impl Packer {
-    /// Names, deduplicates and packs the cut chunks; returns their refs in order.
-    fn add(&mut self, buf: &[u8], cuts: &[Cut]) -> Result<Vec<ChunkRef>> {
-        let hashes: Vec<ChunkHash> = cuts
-            .par_iter()
-            .map(|r| ChunkHash::of(&buf[r.clone()]))
-            .collect();
-        let mut fresh = Vec::new();
-        for (i, h) in hashes.iter().enumerate() {
-            if self.seen.insert(*h) && self.index.chunk_location(&self.domain, h)?.is_none() {
-                fresh.push(i);
-            }
-        }
-        let level = self.level;
-        let frames: Vec<_> = fresh
-            .par_iter()
-            .map(|&i| encode_chunk(&buf[cuts[i].clone()], level))
-            .collect();
-        for (&i, (codec, frame)) in fresh.iter().zip(frames) {
-            let pack_full = self
-                .pack
-                .as_ref()
-                .is_some_and(|p| !p.is_empty() && p.len() + frame.len() > self.pack_bytes);
-            if pack_full {
-                self.flush()?;
-            }
-            let pack = self
-                .pack
-                .get_or_insert_with(|| PackWriter::new(PackId(rand::random())));
-            let e = pack.push(hashes[i], cuts[i].len() as u32, codec, &frame);
-            self.built.new_chunks.push((
-                hashes[i],
-                ChunkLocation {
-                    pack: pack.id(),
-                    offset: e.offset,
-                    clen: e.clen,
-                    ulen: e.ulen,
-                    codec: e.codec,
-                },
-            ));
-        }
-        Ok(cuts
-            .iter()
-            .zip(hashes)
-            .map(|(r, hash)| ChunkRef {
-                hash,
-                len: r.len() as u32,
-            })
-            .collect())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if let Some(pack) = self.pack.take() {
-            let id = pack.id();
-            let frames_len = pack.len();
-            let (bytes, entries) = pack.finish();
-            let info = PackInfo {
-                size: bytes.len() as u64,
-                tail_len: (bytes.len() - frames_len) as u64,
-                chunks: entries.len() as u32,
-            };
-            debug_assert!(info.tail_len >= PACK_FOOTER_LEN as u64);
-            self.built.packs.push((id, info));
-            self.sink.submit(id, bytes)?;
-        }
-        Ok(())
-    }
-}
-
+/// The open disk's stream position and the disk it is.
 struct OpenDisk {
     disk: u32,
-    written: RoaringBitmap,
-    zeroed: RoaringBitmap,
-    chunks: Vec<ChunkRef>,
     last_block: Option<u32>,
 }
 
 /// Accepts blocks of one segment, disk by disk, each disk in ascending block order.
+/// Cut windows go to the packing stages; their chunk refs come back in order.
 pub struct SegmentBuilder {
-    packer: Packer,
     chunker: Chunker,
     open: Option<OpenDisk>,
+    /// Disks fed so far, ascending, the open one last; a disk's chunk list fills in as
+    /// the packer answers its windows.
+    disks: Vec<DiskDelta>,
+    data_blocks: u64,
+    zero_blocks: u64,
+    jobs: SyncSender<Job>,
+    replies: Receiver<Result<Reply>>,
+    /// The disk of each window sent and not answered yet, oldest first.
+    pending: VecDeque<u32>,
+    /// Window buffers the packer gave back, to fill again.
+    spare: Vec<Vec<u8>>,
 }
 
 impl SegmentBuilder {
-    fn new(
-        index: Arc<Index>,
-        domain: String,
-        cfg: &IngestConfig,
-        sink: PackSink,
-        stored: HashSet<ChunkHash>,
-    ) -> Self {
+    fn new(cfg: &IngestConfig, stages: Stages) -> Self {
+        let Stages { jobs, replies } = stages;
         SegmentBuilder {
-            packer: Packer {
-                index,
-                domain,
-                level: cfg.zstd_level,
-                pack_bytes: cfg.pack_bytes.min(64 << 20),
-                sink,
-                pack: None,
-                seen: stored,
-                built: BuiltSegment::default(),
-            },
             chunker: Chunker::new(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max),
             open: None,
+            disks: Vec::new(),
+            data_blocks: 0,
+            zero_blocks: 0,
+            jobs,
+            replies,
+            pending: VecDeque::new(),
+            spare: Vec::new(),
         }
     }
 
     /// Starts the stream of a disk; disks must come in ascending order.
     pub fn begin_disk(&mut self, disk: u32) -> Result<()> {
         self.end_disk()?;
-        if self
-            .packer
-            .built
-            .disks
-            .last()
-            .is_some_and(|d| d.disk >= disk)
-        {
+        if self.disks.last().is_some_and(|d| d.disk >= disk) {
             return Err(IngestError::Invalid(format!(
                 "disk {disk} fed out of order"
             )));
         }
         self.open = Some(OpenDisk {
             disk,
+            last_block: None,
+        });
+        self.disks.push(DiskDelta {
+            disk,
             written: RoaringBitmap::new(),
             zeroed: RoaringBitmap::new(),
             chunks: Vec::new(),
-            last_block: None,
         });
         Ok(())
     }
 
     /// Adds one block; an all-zero block is recorded as zeroed and stores nothing.
     pub fn put_block(&mut self, block: u32, data: &[u8]) -> Result<()> {
-        let open = self
-            .open
-            .as_mut()
-            .ok_or_else(|| IngestError::Invalid("block before begin_disk".into()))?;
-        if open.last_block.is_some_and(|l| l >= block) {
-            return Err(IngestError::Invalid(format!(
-                "block {block} fed out of order"
-            )));
-        }
-        open.last_block = Some(block);
+        let delta = self.next_blocks(block, block)?;
         if is_zero(data) {
-            open.zeroed.insert(block);
-            self.packer.built.zero_blocks += 1;
+            delta.zeroed.insert(block);
+            self.zero_blocks += 1;
             return Ok(());
         }
-        open.written.insert(block);
-        self.packer.built.data_blocks += 1;
+        delta.written.insert(block);
+        self.data_blocks += 1;
         self.chunker.push(data);
         if self.chunker.buffered() >= WINDOW {
             self.cut(false)?;
@@ -213,14 +122,127 @@ impl SegmentBuilder {
         Ok(())
     }
 
-    fn cut(&mut self, last: bool) -> Result<()> {
-        let cuts = self.chunker.cuts(last);
-        let refs = self.packer.add(self.chunker.data(), &cuts)?;
-        self.chunker.consume(cuts.last().map_or(0, |c| c.end));
-        if let Some(open) = self.open.as_mut() {
-            open.chunks.extend(refs);
+    /// Room for `len` bytes of the open disk's next blocks, to read them into without a
+    /// copy: then each block of it that `room_block` shows is either given to
+    /// `put_room_block`, or dropped (unchanged blocks; zero blocks go to `put_zeroes`).
+    pub(crate) fn read_room(&mut self, len: usize) -> Result<&mut [u8]> {
+        // Cutting hands the buffer over, so it happens before a room is read into,
+        // never while one is in use: a window can exceed WINDOW by one room.
+        if self.chunker.buffered() >= WINDOW {
+            self.cut(false)?;
+        }
+        Ok(self.chunker.room(len))
+    }
+
+    /// Block `i` of the room `read_room` gave last.
+    pub(crate) fn room_block(&self, i: usize) -> &[u8] {
+        let bs = BLOCK_SIZE as usize;
+        self.chunker
+            .room_bytes()
+            .get(i * bs..(i + 1) * bs)
+            .unwrap_or(&[])
+    }
+
+    /// Adds `block`, not all zero, read as block `i` of the room `read_room` gave last;
+    /// the blocks of a room come in ascending order.
+    pub(crate) fn put_room_block(&mut self, block: u32, i: usize) -> Result<()> {
+        let delta = self.next_blocks(block, block)?;
+        delta.written.insert(block);
+        self.data_blocks += 1;
+        let bs = BLOCK_SIZE as usize;
+        if !self.chunker.keep(i * bs..(i + 1) * bs) {
+            return Err(IngestError::Invalid(format!(
+                "block {block} is not the next of the room read"
+            )));
         }
         Ok(())
+    }
+
+    /// The open disk's delta, if blocks `first..=last` may come next (they are then
+    /// the last fed).
+    fn next_blocks(&mut self, first: u32, last: u32) -> Result<&mut DiskDelta> {
+        let (Some(open), Some(delta)) = (self.open.as_mut(), self.disks.last_mut()) else {
+            return Err(IngestError::Invalid("block before begin_disk".into()));
+        };
+        if open.last_block.is_some_and(|l| l >= first) || last < first {
+            return Err(IngestError::Invalid(format!(
+                "block {first} fed out of order"
+            )));
+        }
+        open.last_block = Some(last);
+        Ok(delta)
+    }
+
+    /// Adds blocks known to be all zero (a hole of an image), recorded as zeroed.
+    pub fn put_zeroes(&mut self, blocks: Range<u32>) -> Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let delta = self.next_blocks(blocks.start, blocks.end - 1)?;
+        delta.zeroed.insert_range(blocks.clone());
+        self.zero_blocks += u64::from(blocks.end - blocks.start);
+        Ok(())
+    }
+
+    /// Sends the window's certain chunks (all of them if `last`) to the packer.
+    fn cut(&mut self, last: bool) -> Result<()> {
+        let Some(disk) = self.open.as_ref().map(|o| o.disk) else {
+            return Ok(());
+        };
+        let cuts = self.chunker.cuts(last);
+        let Some(end) = cuts.last().map(|c| c.end) else {
+            return Ok(());
+        };
+        let spare = self.spare.pop().unwrap_or_default();
+        let data = self.chunker.take(end, spare);
+        self.send(Job::Window { data, cuts })?;
+        self.pending.push_back(disk);
+        self.collect(false)
+    }
+
+    fn send(&mut self, job: Job) -> Result<()> {
+        match self.jobs.send(job) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.packer_failure()),
+        }
+    }
+
+    /// Files the packer's answers: all that are pending if `wait`, else those ready.
+    fn collect(&mut self, wait: bool) -> Result<()> {
+        while !self.pending.is_empty() {
+            let reply = if wait {
+                self.replies.recv().map_err(|_| stopped())?
+            } else {
+                match self.replies.try_recv() {
+                    Ok(r) => r,
+                    Err(TryRecvError::Empty) => return Ok(()),
+                    Err(TryRecvError::Disconnected) => return Err(stopped()),
+                }
+            };
+            let Reply::Packed { refs, data } = reply? else {
+                return Err(IngestError::Invalid("segment packer finished early".into()));
+            };
+            let disk = self.pending.pop_front();
+            self.disks
+                .iter_mut()
+                .rev()
+                .find(|d| Some(d.disk) == disk)
+                .ok_or_else(|| IngestError::Invalid("packed window of no disk".into()))?
+                .chunks
+                .extend(refs);
+            self.spare.push(data);
+        }
+        Ok(())
+    }
+
+    /// Why the packer hung up: the error it answered last, if it answered one.
+    fn packer_failure(&mut self) -> IngestError {
+        while let Ok(reply) = self.replies.recv() {
+            if let Err(e) = reply {
+                return e;
+            }
+        }
+        stopped()
     }
 
     fn end_disk(&mut self) -> Result<()> {
@@ -228,27 +250,44 @@ impl SegmentBuilder {
             return Ok(());
         }
         self.cut(true)?;
-        if let Some(o) = self.open.take() {
-            if !(o.written.is_empty() && o.zeroed.is_empty()) {
-                self.packer.built.disks.push(DiskDelta {
-                    disk: o.disk,
-                    written: o.written,
-                    zeroed: o.zeroed,
-                    chunks: o.chunks,
-                });
-            }
+        self.open = None;
+        if self
+            .disks
+            .last()
+            .is_some_and(|d| d.written.is_empty() && d.zeroed.is_empty())
+        {
+            // Nothing was fed, so no window of it is pending either.
+            self.disks.pop();
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<BuiltSegment> {
         self.end_disk()?;
-        self.packer.flush()?;
-        Ok(self.packer.built)
+        self.send(Job::Finish)?;
+        self.collect(true)?;
+        let packed = match self.replies.recv().map_err(|_| stopped())?? {
+            Reply::Finished(p) => p,
+            Reply::Packed { .. } => {
+                return Err(IngestError::Invalid("segment packer answered twice".into()))
+            }
+        };
+        Ok(BuiltSegment {
+            disks: self.disks,
+            new_chunks: packed.new_chunks,
+            packs: packed.packs,
+            data_blocks: self.data_blocks,
+            zero_blocks: self.zero_blocks,
+        })
     }
 }
 
-/// Runs `feed` on a blocking thread to fill a segment, uploading packs as they fill.
+fn stopped() -> IngestError {
+    IngestError::Invalid("segment packer stopped".into())
+}
+
+/// Runs `feed` on a blocking thread to fill a segment, while the packing stages name,
+/// compress and pack what it cut and the uploader sends the packs as they fill.
 /// Returns what was built and the state writes `feed` produced; every pack is stored
 /// when this returns.
 /// `stored` names chunks already stored that the index does not locate yet (GC's
@@ -267,21 +306,36 @@ where
         domain.to_owned(),
         ctx.config.upload_concurrency,
     );
-    let index = ctx.index.clone();
+    let (stages, [naming, packing]) = packer::start(
+        ctx.index.clone(),
+        domain.to_owned(),
+        &ctx.config,
+        sink,
+        stored,
+    );
     let cfg = ctx.config.clone();
-    let domain = domain.to_owned();
     let building = tokio::task::spawn_blocking(move || {
-        let mut b = SegmentBuilder::new(index, domain, &cfg, sink, stored);
+        let mut b = SegmentBuilder::new(&cfg, stages);
         let state = feed(&mut b)?;
         Ok::<_, IngestError>((b.finish()?, state))
     });
     let built = building
         .await
         .map_err(|e| IngestError::Invalid(format!("segment builder panicked: {e}")));
+    let mut packed = Ok(());
+    for stage in [naming, packing] {
+        if let Err(e) = stage.await {
+            packed = Err(IngestError::Invalid(format!(
+                "segment packer panicked: {e}"
+            )));
+        }
+    }
     let uploaded = upload
         .await
         .map_err(|e| IngestError::Invalid(format!("uploader panicked: {e}")));
-    // A failed upload closes the sink, which fails the builder too; report the cause.
+    // A failed upload closes the sink, which fails the packer and so the builder too;
+    // report the cause.
     uploaded??;
+    packed?;
     built?
 }

@@ -12,10 +12,13 @@
 mod guards;
 mod keys;
 mod manifest;
+mod mask;
 mod plan;
 mod point;
+mod summary;
 pub mod sync;
 mod values;
+mod view;
 
 use std::path::Path;
 
@@ -28,13 +31,23 @@ use tidemark_format::{ChunkHash, ChunkRef, DomainRecord, FormatError, PackId, Se
 
 pub use guards::{CommitGuard, ExclusiveGuard, ReadGuard};
 pub use manifest::{ManifestNeeds, ManifestPack, ManifestSegment};
-pub use plan::DiskPlan;
+pub use plan::{Blocks, DiskPlan};
 pub use point::{format_time, parse_time, PointSpec};
 pub use values::{ChunkLocation, DiskStat, MarkerMeta, PackInfo, SegmentMeta};
 
 const CFS: &[&str] = &[
-    "domains", "segments", "times", "bitmaps", "streams", "chunks", "refs", "packs", "markers",
-    "good", "state",
+    "domains",
+    "segments",
+    "times",
+    "bitmaps",
+    "summaries",
+    "streams",
+    "chunks",
+    "refs",
+    "packs",
+    "markers",
+    "good",
+    "state",
 ];
 
 /// Errors of the index.
@@ -110,16 +123,20 @@ impl Index {
         opts.create_missing_column_families(true);
         let cfs = CFS.iter().map(|name| {
             let mut o = Options::default();
-            if *name == "refs" {
-                o.set_merge_operator_associative("add_counts", add_counts);
+            match *name {
+                "refs" => o.set_merge_operator_associative("add_counts", add_counts),
+                "summaries" => o.set_merge_operator_associative("union", summary::union),
+                _ => {}
             }
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Index {
+        let index = Index {
             db,
             guards: guards::Guards::default(),
-        })
+        };
+        index.ensure_summaries()?;
+        Ok(index)
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -251,6 +268,13 @@ impl Index {
                 self.cf("bitmaps"),
                 &k,
                 values::encode_bitmaps(&disk.written, &disk.zeroed),
+            );
+            self.summarize(
+                batch,
+                d,
+                disk.disk,
+                seg.seq,
+                &(&disk.written | &disk.zeroed),
             );
             if !disk.chunks.is_empty() {
                 batch.put_cf(self.cf("streams"), &k, values::encode_stream(&disk.chunks));

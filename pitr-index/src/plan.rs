@@ -1,10 +1,59 @@
 //! Point resolution of one disk (DESIGN.md section 7): which segment holds the newest
 //! state of each block at a point, and which blocks changed between two points.
 
+use std::ops::Range;
+
 use roaring::RoaringBitmap;
 use rocksdb::{Direction, IteratorMode};
 
+use crate::mask::{BlockMask, BlockSet};
+use crate::summary::{self, Skipper};
+use crate::view::{self, Container, View};
 use crate::{keys, values, Index, IndexError, Result};
+
+/// A sorted set of block numbers: what a plan reads from one segment. A flat list,
+/// where a bitmap of a few thousand scattered blocks would allocate once per block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blocks(Vec<u32>);
+
+impl Blocks {
+    /// Number of blocks.
+    pub fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The blocks, ascending.
+    pub fn iter(&self) -> std::iter::Copied<std::slice::Iter<'_, u32>> {
+        self.0.iter().copied()
+    }
+
+    /// Whether `block` is one of them.
+    pub fn contains(&self, block: u32) -> bool {
+        self.0.binary_search(&block).is_ok()
+    }
+
+    /// Drops the blocks of `done`.
+    pub fn remove_all(&mut self, done: &RoaringBitmap) {
+        self.0.retain(|b| !done.contains(*b));
+    }
+
+    /// The same set as a bitmap.
+    pub fn to_bitmap(&self) -> RoaringBitmap {
+        // Ascending by construction, so this cannot fail.
+        RoaringBitmap::from_sorted_iter(self.iter()).unwrap_or_default()
+    }
+}
+
+impl From<&RoaringBitmap> for Blocks {
+    fn from(b: &RoaringBitmap) -> Blocks {
+        Blocks(b.iter().collect())
+    }
+}
 
 /// Where to read a disk's blocks from to rebuild it at one point.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -17,7 +66,7 @@ pub struct DiskPlan {
     pub blocks: u32,
     /// For each segment that holds some of the newest data: the blocks to read from it.
     /// The sets are disjoint; newest segment first.
-    pub reads: Vec<(u64, RoaringBitmap)>,
+    pub reads: Vec<(u64, Blocks)>,
     /// Blocks whose newest state is an explicit zero.
     pub zeroed: RoaringBitmap,
     /// Segments that zeroed some of `zeroed` (a restore verifies them too).
@@ -25,12 +74,22 @@ pub struct DiskPlan {
     /// The blocks the plan resolves: None for the whole disk (`0..blocks`), or the set
     /// given to [`Index::plan_blocks`].
     pub within: Option<RoaringBitmap>,
+    /// Runs of segments the walk skipped whole because their summary held no block
+    /// it still had to resolve.
+    pub skipped_runs: u64,
 }
 
 impl DiskPlan {
     /// Blocks that hold data at this point.
     pub fn data_blocks(&self) -> u64 {
         self.reads.iter().map(|(_, b)| b.len()).sum()
+    }
+
+    /// Every block that holds data at this point.
+    pub fn data(&self) -> RoaringBitmap {
+        let mut all: Vec<u32> = self.reads.iter().flat_map(|(_, b)| b.iter()).collect();
+        all.sort_unstable();
+        RoaringBitmap::from_sorted_iter(all).unwrap_or_default()
     }
 
     /// Every block the plan resolves that is zero at this point (explicitly zeroed or
@@ -44,67 +103,285 @@ impl DiskPlan {
                 all
             }
         };
-        for (_, b) in &self.reads {
-            z -= b;
-        }
+        z -= self.data();
         z
     }
 }
 
 /// The blocks a walk of the bitmaps has yet to resolve.
 enum Pending {
-    /// Every block of a disk of `blocks` blocks but `resolved`. Kept as what is
-    /// resolved, which grows by what segments touched, so a step costs what the
-    /// segment wrote, not the size of the disk.
+    /// Every block of a disk of `blocks` blocks but those in `resolved`, which grows by
+    /// what segments touched, so a step costs what the segment wrote, not the size of
+    /// the disk. `want` is how many blocks of the walk's containers are on the disk.
     Disk {
         blocks: u32,
-        resolved: RoaringBitmap,
+        resolved: BlockMask,
+        want: u64,
     },
     /// Exactly these blocks.
-    Only(RoaringBitmap),
+    Only(BlockSet),
 }
 
 impl Pending {
-    /// The blocks of `set` that are pending.
-    fn among(&self, set: &RoaringBitmap) -> RoaringBitmap {
-        match self {
-            Pending::Disk { resolved, .. } => set - resolved,
-            Pending::Only(left) => set & left,
-        }
-    }
-
-    /// Marks `hit` (pending blocks) resolved.
-    fn resolve(&mut self, hit: &RoaringBitmap) {
-        match self {
-            Pending::Disk { resolved, .. } => *resolved |= hit,
-            Pending::Only(left) => *left -= hit,
+    /// Every block of a disk of `blocks` blocks in containers `keys`.
+    fn disk(blocks: u32, keys: &Range<u32>) -> Pending {
+        let first = u64::from(keys.start) << 16;
+        let end = (u64::from(keys.end) << 16).min(u64::from(blocks));
+        Pending::Disk {
+            blocks,
+            resolved: BlockMask::with_limit(u64::from(blocks)),
+            want: end.saturating_sub(first),
         }
     }
 
     /// Whether no block is left to resolve.
     fn is_empty(&self) -> bool {
         match self {
-            Pending::Disk { blocks, resolved } => resolved.len() >= u64::from(*blocks),
-            Pending::Only(left) => left.is_empty(),
+            Pending::Disk { resolved, want, .. } => resolved.len() >= *want,
+            Pending::Only(left) => left.left() == 0,
         }
     }
+
+    /// How many of the values of container `key` lie on the disk: all, some, or none.
+    fn limit(blocks: u32, key: u16) -> u32 {
+        blocks.saturating_sub(u32::from(key) << 16).min(1 << 16)
+    }
+
+    /// Resolves the pending blocks of one container of a segment's bitmap, adding them
+    /// to `hits` (ascending).
+    fn take(&mut self, key: u16, c: Container<'_>, hits: &mut impl Hits) {
+        let high = u32::from(key) << 16;
+        let (blocks, resolved) = match self {
+            Pending::Disk {
+                blocks, resolved, ..
+            } => (*blocks, resolved),
+            Pending::Only(left) => {
+                let mut one = |v: u16| {
+                    if left.resolve(high | u32::from(v)) {
+                        hits.push(high | u32::from(v));
+                    }
+                };
+                match c {
+                    Container::Array(values) => view::array_values(values).for_each(&mut one),
+                    Container::Runs(runs) => view::run_values(runs).for_each(&mut one),
+                    Container::Bitmap(words) => for_each_bit(words, 1 << 16, one),
+                }
+                return;
+            }
+        };
+        let limit = Pending::limit(blocks, key);
+        let Some(page) = resolved.page_mut(key) else {
+            return;
+        };
+        let before = hits.count();
+        let mut one = |v: u16| {
+            let (w, bit) = (usize::from(v >> 6), 1u64 << (v & 63));
+            if page[w] & bit == 0 && u32::from(v) < limit {
+                page[w] |= bit;
+                hits.push(high | u32::from(v));
+            }
+        };
+        match c {
+            Container::Array(values) => view::array_values(values).for_each(&mut one),
+            Container::Runs(runs) => view::run_values(runs).for_each(&mut one),
+            Container::Bitmap(words) if limit == 1 << 16 => {
+                let mut new = [0u64; 1024];
+                for ((n, p), word) in new
+                    .iter_mut()
+                    .zip(page.iter_mut())
+                    .zip(view::bitmap_words(words))
+                {
+                    *n = word & !*p;
+                    *p |= *n;
+                }
+                hits.push_words(key, &new);
+            }
+            Container::Bitmap(words) => for_each_bit(words, limit, one),
+        }
+        resolved.add_len(hits.count() - before);
+    }
+
+    /// Resolves the pending blocks of containers `keys` of a serialized bitmap into
+    /// `hits` (ascending).
+    fn take_all(
+        &mut self,
+        bitmap: &View<'_>,
+        keys: &Range<u32>,
+        hits: &mut impl Hits,
+    ) -> Result<()> {
+        bitmap.try_for_each(|key, c| {
+            if keys.contains(&u32::from(key)) {
+                self.take(key, c, hits);
+            }
+            true
+        })?;
+        Ok(())
+    }
+
+    /// Whether some block of containers `keys` of a serialized bitmap is pending.
+    fn touched_by(&self, bitmap: &View<'_>, keys: &Range<u32>) -> Result<bool> {
+        let all_done = bitmap.try_for_each(|key, c| {
+            if !keys.contains(&u32::from(key)) {
+                return true;
+            }
+            let high = u32::from(key) << 16;
+            let pending = |v: u16| match self {
+                Pending::Disk {
+                    blocks, resolved, ..
+                } => {
+                    u32::from(v) < Pending::limit(*blocks, key)
+                        && resolved
+                            .page(key)
+                            .is_some_and(|p| p[usize::from(v >> 6)] & (1u64 << (v & 63)) == 0)
+                }
+                Pending::Only(left) => left.is_pending(high | u32::from(v)),
+            };
+            let any = match c {
+                Container::Array(values) => view::array_values(values).any(pending),
+                Container::Runs(runs) => view::run_values(runs).any(pending),
+                Container::Bitmap(words) => {
+                    view::bitmap_words(words).enumerate().any(|(i, mut w)| {
+                        while w != 0 {
+                            if pending((i as u32 * 64 + w.trailing_zeros()) as u16) {
+                                return true;
+                            }
+                            w &= w - 1;
+                        }
+                        false
+                    })
+                }
+            };
+            !any
+        })?;
+        Ok(!all_done)
+    }
+}
+
+/// Where a walk puts the blocks it resolves from one bitmap, in ascending order.
+trait Hits {
+    /// Number of blocks put so far.
+    fn count(&self) -> u64;
+    /// Puts one block.
+    fn push(&mut self, block: u32);
+    /// Puts the blocks of container `key` whose bits are set in `words`.
+    fn push_words(&mut self, key: u16, words: &[u64; 1024]);
+}
+
+impl Hits for Vec<u32> {
+    fn count(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn push(&mut self, block: u32) {
+        Vec::push(self, block);
+    }
+
+    fn push_words(&mut self, key: u16, words: &[u64; 1024]) {
+        let high = u32::from(key) << 16;
+        for (i, mut w) in words.iter().copied().enumerate() {
+            while w != 0 {
+                Vec::push(self, high | (i as u32 * 64 + w.trailing_zeros()));
+                w &= w - 1;
+            }
+        }
+    }
+}
+
+/// Zeroed blocks go to a bitmap: an image zeroes millions of blocks, whole containers
+/// of them, which are copied as containers rather than block by block.
+impl Hits for RoaringBitmap {
+    fn count(&self) -> u64 {
+        self.len()
+    }
+
+    fn push(&mut self, block: u32) {
+        // Ascending, so this appends; `insert` stays right should it ever not be.
+        if self.try_push(block).is_err() {
+            self.insert(block);
+        }
+    }
+
+    fn push_words(&mut self, key: u16, words: &[u64; 1024]) {
+        let mut bytes = [0u8; 8192];
+        for (b, w) in bytes.chunks_exact_mut(8).zip(words) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        *self |= RoaringBitmap::from_lsb0_bytes(u32::from(key) << 16, &bytes);
+    }
+}
+
+/// Calls `f` for each value below `limit` of a bitmap container, ascending.
+fn for_each_bit(words: &[u8], limit: u32, mut f: impl FnMut(u16)) {
+    for (i, mut word) in view::bitmap_words(words).enumerate() {
+        while word != 0 {
+            let v = i as u32 * 64 + word.trailing_zeros();
+            if v >= limit {
+                return;
+            }
+            f(v as u16);
+            word &= word - 1;
+        }
+    }
+}
+
+/// Number of roaring containers of a u32 block range.
+const CONTAINERS: u32 = 1 << 16;
+/// Whole-disk plans of disks of at least this many blocks (4 GiB) walk two halves of
+/// the disk on two threads. (Unit tests split small disks too, so that the property
+/// tests cover the joined plans.)
+const SPLIT_BLOCKS: u32 = if cfg!(test) { 1 << 16 } else { 1 << 20 };
+/// Plans of at least this many blocks walk two halves of them on two threads.
+const SPLIT_SOME: u64 = if cfg!(test) { 8 } else { 256 };
+
+/// The plan of two walks over disjoint containers, those of `low` below those of
+/// `high`.
+fn join(mut low: DiskPlan, high: DiskPlan) -> DiskPlan {
+    let mut reads = Vec::with_capacity(low.reads.len() + high.reads.len());
+    let mut a = std::mem::take(&mut low.reads).into_iter().peekable();
+    let mut b = high.reads.into_iter().peekable();
+    // Both are newest first; a segment in both reads the low part's blocks first.
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some((sa, _)), Some((sb, _))) if sa == sb => {
+                let ((seq, mut x), (_, y)) =
+                    (a.next().unwrap_or_default(), b.next().unwrap_or_default());
+                x.0.extend(y.0);
+                (seq, x)
+            }
+            (Some((sa, _)), Some((sb, _))) if sa > sb => a.next().unwrap_or_default(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next().unwrap_or_default(),
+            (Some(_), None) => a.next().unwrap_or_default(),
+            (None, None) => break,
+        };
+        reads.push(next);
+    }
+    low.reads = reads;
+    low.zeroed |= high.zeroed;
+    low.zeroed_by.extend(high.zeroed_by);
+    low.zeroed_by.sort_unstable_by(|x, y| y.cmp(x));
+    low.zeroed_by.dedup();
+    low.skipped_runs += high.skipped_runs;
+    low
 }
 
 impl Index {
     /// Plans the restore of one disk at point `at` (DESIGN.md section 7): walks the
     /// disk's bitmaps from `at` downwards until every block is resolved.
     pub fn plan(&self, domain: &str, disk: u32, blocks: u32, at: u64) -> Result<DiskPlan> {
-        let pending = Pending::Disk {
-            blocks,
-            resolved: RoaringBitmap::new(),
-        };
         let plan = DiskPlan {
             disk,
             seq: at,
             blocks,
             ..DiskPlan::default()
         };
-        self.walk(domain, plan, pending)
+        let containers = blocks.div_ceil(1 << 16);
+        let parts = if blocks >= SPLIT_BLOCKS {
+            let mid = containers / 2;
+            vec![0..mid, mid..CONTAINERS]
+        } else {
+            std::iter::once(0..CONTAINERS).collect()
+        };
+        self.walk_parts(domain, plan, parts, |keys| Pending::disk(blocks, keys))
     }
 
     /// Like [`Index::plan`], but resolves only `blocks` at point `at`: the plan's
@@ -123,33 +400,116 @@ impl Index {
             within: Some(blocks.clone()),
             ..DiskPlan::default()
         };
-        self.walk(domain, plan, Pending::Only(blocks.clone()))
+        // Split at the container of the middle block, if that leaves blocks on both sides.
+        let mid = blocks
+            .select((blocks.len() / 2) as u32)
+            .map_or(0, |b| b >> 16)
+            .max(blocks.min().map_or(0, |b| (b >> 16) + 1));
+        let parts = if blocks.len() >= SPLIT_SOME && blocks.max().is_some_and(|b| b >> 16 >= mid) {
+            vec![0..mid, mid..CONTAINERS]
+        } else {
+            std::iter::once(0..CONTAINERS).collect()
+        };
+        self.walk_parts(domain, plan, parts, |keys| {
+            let mut part = blocks.clone();
+            part.remove_range(..keys.start << 16);
+            if keys.end < CONTAINERS {
+                part.remove_range(keys.end << 16..);
+            }
+            Pending::Only(BlockSet::new(&part))
+        })
     }
 
     /// Walks the disk's bitmaps from `plan.seq` downwards and adds to `plan` where each
     /// pending block's newest state is, until none is pending or the log's start is
-    /// reached (what is still pending then was never written: zero).
-    fn walk(&self, domain: &str, mut plan: DiskPlan, mut pending: Pending) -> Result<DiskPlan> {
+    /// reached (what is still pending then was never written: zero). Runs of segments
+    /// whose summary holds no pending block are skipped whole.
+    /// Walks each part of the disk's containers on a thread of its own (the parts are
+    /// independent: a block's newest state depends on its own history only) and joins
+    /// their plans.
+    fn walk_parts(
+        &self,
+        domain: &str,
+        plan: DiskPlan,
+        parts: Vec<Range<u32>>,
+        pending: impl Fn(&Range<u32>) -> Pending + Sync,
+    ) -> Result<DiskPlan> {
+        if parts.len() == 1 {
+            return self.walk(domain, plan, pending(&parts[0]), &parts[0]);
+        }
+        let plans: Vec<Result<DiskPlan>> = std::thread::scope(|scope| {
+            let walks: Vec<_> = parts
+                .iter()
+                .map(|keys| {
+                    let (plan, pending) = (plan.clone(), &pending);
+                    scope.spawn(move || self.walk(domain, plan, pending(keys), keys))
+                })
+                .collect();
+            walks
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut plans = plans.into_iter();
+        let first = plans.next().unwrap_or_else(|| Ok(plan.clone()))?;
+        plans.try_fold(first, |joined, part| Ok(join(joined, part?)))
+    }
+
+    fn walk(
+        &self,
+        domain: &str,
+        mut plan: DiskPlan,
+        mut pending: Pending,
+        keys: &Range<u32>,
+    ) -> Result<DiskPlan> {
         if pending.is_empty() {
             return Ok(plan);
         }
-        for item in self.bitmaps_from(domain, plan.disk, plan.seq, Direction::Reverse) {
-            let (seq, written, zeroed) = item?;
-            let hit = pending.among(&written);
-            let zero_hit = pending.among(&zeroed);
-            pending.resolve(&hit);
-            pending.resolve(&zero_hit);
-            if !zero_hit.is_empty() {
-                plan.zeroed |= zero_hit;
+        let prefix = keys::disk_prefix(domain, plan.disk);
+        let mut it = self.db.raw_iterator_cf(self.cf("bitmaps"));
+        it.seek_for_prev(keys::disk_seq(domain, plan.disk, plan.seq));
+        let mut skipper = Skipper::new();
+        let mut hits = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let Some(seq) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let seq = keys::be_u64(seq).ok_or_else(|| IndexError::Corrupt("bitmap key".into()))?;
+            if skipper.should_try(seq) {
+                let skip = match self.summary(domain, plan.disk, seq)? {
+                    Some(s) => !pending.touched_by(&View::new(&s)?, keys)?,
+                    None => false,
+                };
+                skipper.skipped(skip);
+                if skip {
+                    plan.skipped_runs += 1;
+                    match summary::run_start(seq).checked_sub(1) {
+                        Some(before) => {
+                            it.seek_for_prev(keys::disk_seq(domain, plan.disk, before));
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            let (written, zeroed) = values::split_bitmaps(v)?;
+            hits.clear();
+            let mut zero_hits = RoaringBitmap::new();
+            pending.take_all(&View::new(written)?, keys, &mut hits)?;
+            pending.take_all(&View::new(zeroed)?, keys, &mut zero_hits)?;
+            if !zero_hits.is_empty() {
+                plan.zeroed |= zero_hits;
                 plan.zeroed_by.push(seq);
             }
-            if !hit.is_empty() {
-                plan.reads.push((seq, hit));
+            if !hits.is_empty() {
+                plan.reads.push((seq, Blocks(hits.clone())));
             }
             if pending.is_empty() {
                 break;
             }
+            it.prev();
         }
+        it.status()?;
         Ok(plan)
     }
 

@@ -291,9 +291,9 @@ proptest! {
         let part = idx.plan_blocks("d", 0, &blocks, at).expect("plan blocks");
         for (seq, hits) in &part.reads {
             let all = full.reads.iter().find(|(s, _)| s == seq).map(|(_, b)| b.clone());
-            prop_assert_eq!(all.unwrap_or_default() & &blocks, hits.clone());
+            prop_assert_eq!(all.unwrap_or_default().to_bitmap() & &blocks, hits.to_bitmap());
         }
-        prop_assert_eq!(part.data_blocks(), full.reads.iter().map(|(_, b)| (b & &blocks).len()).sum::<u64>());
+        prop_assert_eq!(part.data_blocks(), full.reads.iter().map(|(_, b)| (b.to_bitmap() & &blocks).len()).sum::<u64>());
         prop_assert_eq!(part.zeroed.clone(), &full.zeroed & &blocks);
         prop_assert_eq!(part.zero_blocks(), full.zero_blocks() & &blocks);
 
@@ -305,4 +305,197 @@ proptest! {
         }
         prop_assert_eq!(idx.changed_blocks("d", 0, after, at).expect("changed"), expect);
     }
+}
+
+/// A long history over a disk of several roaring containers: each segment writes a few
+/// blocks of a small hot set, now and then a scattered handful, a long range (bitmap
+/// and run containers) or a zeroed range. Long enough for union summaries to skip runs.
+fn long_histories() -> impl Strategy<Value = Vec<(RoaringBitmap, RoaringBitmap)>> {
+    let segment = (
+        prop::collection::vec(0u32..32, 0..6),
+        prop::collection::vec(0u32..LONG_BLOCKS, 0..3),
+        prop::option::weighted(0.05, (0u32..LONG_BLOCKS - 9000, 1u32..9000)),
+        prop::option::weighted(0.05, (0u32..LONG_BLOCKS - 500, 1u32..500)),
+    )
+        .prop_map(|(hot, scattered, range, zero_range)| {
+            let mut written: RoaringBitmap = hot.into_iter().map(|b| 70_000 + b).collect();
+            written.extend(scattered);
+            if let Some((start, len)) = range {
+                written.insert_range(start..start + len);
+            }
+            let mut zeroed = RoaringBitmap::new();
+            if let Some((start, len)) = zero_range {
+                zeroed.insert_range(start..start + len);
+            }
+            if written.len() % 7 == 3 {
+                // Run containers, as an optimized bitmap stores them.
+                written.optimize();
+            }
+            zeroed -= &written;
+            (written, zeroed)
+        });
+    prop::collection::vec(segment, 60..400)
+}
+
+const LONG_BLOCKS: u32 = 200_000;
+
+fn apply_long_history(idx: &Index, history: &[(RoaringBitmap, RoaringBitmap)]) {
+    let mut rec = domain();
+    rec.disks[0].size = u64::from(LONG_BLOCKS) * BLOCK_SIZE as u64;
+    idx.put_domain(&rec).expect("domain");
+    for (i, (w, z)) in history.iter().enumerate() {
+        let mut s = segment(i as u64 + 1, i as i64, &[], &[], &[]);
+        s.disks[0].written = w.clone();
+        s.disks[0].zeroed = z.clone();
+        idx.apply_segment(&s, 1, &[], &[], &[]).expect("apply");
+    }
+}
+
+/// For each block touched up to `at`: the seq whose data it holds there, or None if zero.
+fn replay(
+    history: &[(RoaringBitmap, RoaringBitmap)],
+    at: u64,
+) -> std::collections::HashMap<u32, Option<u64>> {
+    let mut state = std::collections::HashMap::new();
+    for (i, (w, z)) in history.iter().enumerate().take(at as usize) {
+        for b in w {
+            state.insert(b, Some(i as u64 + 1));
+        }
+        for b in z {
+            state.insert(b, None);
+        }
+    }
+    state
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// On long histories (where whole runs of segments are skipped by their summaries),
+    /// full plans and plans of some blocks equal a naive replay.
+    #[test]
+    fn long_plans_match_naive_replay(
+        history in long_histories(),
+        at_frac in 0.0f64..1.0,
+        some in prop::collection::vec(0u32..LONG_BLOCKS, 0..30),
+        rollback in 1u64..200,
+    ) {
+        let (_dir, idx) = open();
+        apply_long_history(&idx, &history);
+        let n = history.len() as u64;
+        let at = 1 + ((n - 1) as f64 * at_frac) as u64;
+        let state = replay(&history, at);
+        let check = |plan: &DiskPlan, blocks: &mut dyn Iterator<Item = u32>| -> Result<(), TestCaseError> {
+            let mut reads = std::collections::HashMap::new();
+            for (seq, hits) in &plan.reads {
+                for b in hits.iter() {
+                    prop_assert!(reads.insert(b, *seq).is_none(), "block {} read twice", b);
+                }
+            }
+            let zero = plan.zero_blocks();
+            for b in blocks {
+                let expect = state.get(&b).copied().flatten();
+                prop_assert_eq!(reads.get(&b).copied(), expect, "block {}", b);
+                prop_assert_eq!(zero.contains(b), expect.is_none(), "zero block {}", b);
+            }
+            Ok(())
+        };
+        let full = idx.plan("d", 0, LONG_BLOCKS, at).expect("plan");
+        let mut touched: Vec<u32> = state.keys().copied().collect();
+        touched.extend([0, 69_999, LONG_BLOCKS - 1]);
+        check(&full, &mut touched.into_iter())?;
+        prop_assert_eq!(full.data_blocks(), state.values().filter(|s| s.is_some()).count() as u64);
+
+        // A rollback: the blocks changed in (at - rollback, at], resolved at the older point.
+        let older = at.saturating_sub(rollback);
+        let mut blocks = idx.changed_blocks("d", 0, older, at).expect("changed");
+        blocks.extend(some);
+        let state_older = replay(&history, older);
+        let part = idx.plan_blocks("d", 0, &blocks, older).expect("plan blocks");
+        let mut reads = std::collections::HashMap::new();
+        for (seq, hits) in &part.reads {
+            for b in hits.iter() {
+                prop_assert!(blocks.contains(b));
+                reads.insert(b, *seq);
+            }
+        }
+        for b in &blocks {
+            prop_assert_eq!(reads.get(&b).copied(), state_older.get(&b).copied().flatten(), "block {}", b);
+        }
+    }
+}
+
+#[test]
+fn summaries_are_built_for_an_index_that_had_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history: Vec<(RoaringBitmap, RoaringBitmap)> = (0..200u32)
+        .map(|i| {
+            (
+                [i % 5, 1000 + i].into_iter().collect(),
+                RoaringBitmap::new(),
+            )
+        })
+        .collect();
+    {
+        let idx = Index::open(dir.path()).expect("open");
+        apply_long_history(&idx, &history);
+        // As an index of a version without summaries: none, and no version mark.
+        let cf = idx.cf("summaries");
+        let mut it = idx.db.raw_iterator_cf(cf);
+        it.seek_to_first();
+        let mut batch = WriteBatch::default();
+        while let Some(k) = it.key() {
+            batch.delete_cf(cf, k);
+            it.next();
+        }
+        drop(it);
+        idx.db.write(batch).expect("delete summaries");
+    }
+    let idx = Index::open(dir.path()).expect("reopen");
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
+    for b in 0..5u32 {
+        let newest = (0..200u32).rev().find(|i| i % 5 == b).expect("written") as u64 + 1;
+        let got = plan
+            .reads
+            .iter()
+            .find(|(_, h)| h.contains(b))
+            .map(|(s, _)| *s);
+        assert_eq!(got, Some(newest), "block {b}");
+    }
+    assert_eq!(plan.data_blocks(), 205);
+    assert!(idx.summary("d", 0, 1).expect("summary").is_some());
+}
+
+#[test]
+fn summaries_skip_runs_that_hold_nothing_pending() {
+    let (_dir, idx) = open();
+    // Segments 1..=300 rewrite blocks 0..8; segment 301 writes them all once more.
+    let mut history: Vec<(RoaringBitmap, RoaringBitmap)> = (0..300u32)
+        .map(|i| ([i % 8].into_iter().collect(), RoaringBitmap::new()))
+        .collect();
+    history.push(((0..8).collect(), RoaringBitmap::new()));
+    apply_long_history(&idx, &history);
+    // Whole disk: after segment 301 every later-met segment is resolved already, so
+    // the runs below 301's own are skipped (the walk reads one segment of its run first).
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 301).expect("plan");
+    assert_eq!(plan.reads.len(), 1);
+    assert_eq!(plan.data_blocks(), 8);
+    assert!(plan.skipped_runs >= 4, "skipped {} runs", plan.skipped_runs);
+    // Some blocks: at seq 296, block 3 was last written by segment 292 (i = 291).
+    let plan = idx
+        .plan_blocks("d", 0, &[3].into_iter().collect(), 296)
+        .expect("plan blocks");
+    assert_eq!(
+        plan.reads,
+        vec![(
+            292,
+            Blocks::from(&[3].into_iter().collect::<RoaringBitmap>())
+        )]
+    );
+    // Never written: every run is skipped by its summary, none read segment by segment.
+    let plan = idx
+        .plan_blocks("d", 0, &[100_000].into_iter().collect(), 301)
+        .expect("plan blocks");
+    assert!(plan.reads.is_empty());
+    assert_eq!(plan.skipped_runs, 5);
 }

@@ -26,14 +26,19 @@ pub(crate) fn encode_bitmaps(written: &RoaringBitmap, zeroed: &RoaringBitmap) ->
 }
 
 pub(crate) fn decode_bitmaps(v: &[u8]) -> Result<(RoaringBitmap, RoaringBitmap)> {
+    let (w, z) = split_bitmaps(v)?;
+    Ok((bitmap_from(w)?, bitmap_from(z)?))
+}
+
+/// The serialized `written` and `zeroed` bitmaps of a value of `bitmaps`.
+pub(crate) fn split_bitmaps(v: &[u8]) -> Result<(&[u8], &[u8])> {
     let n = v
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .map(u32::from_le_bytes)
         .ok_or_else(|| corrupt("bitmap"))? as usize;
     let w = v.get(4..4 + n).ok_or_else(|| corrupt("bitmap"))?;
-    let z = &v[4 + n..];
-    Ok((bitmap_from(w)?, bitmap_from(z)?))
+    Ok((w, &v[4 + n..]))
 }
 
 pub(crate) fn encode_stream(chunks: &[ChunkRef]) -> Vec<u8> {

@@ -24,14 +24,14 @@ use crate::written::Written;
 use crate::{RestoreError, Result};
 
 /// One chunk to read and where its bytes go.
-pub(crate) struct ChunkJob {
+pub struct ChunkJob {
     pub hash: ChunkHash,
     pub loc: ChunkLocation,
     pub placements: Vec<Placement>,
 }
 
 /// One ranged GET of a pack and the chunks it holds.
-pub(crate) struct RangeRead {
+pub struct RangeRead {
     pub pack: PackId,
     pub start: u64,
     pub end: u64,
@@ -40,7 +40,7 @@ pub(crate) struct RangeRead {
 
 /// Sorts jobs by pack and offset and merges neighbours into ranges: a gap of up to
 /// `gap` bytes is read rather than paying for another request, up to `max_len`.
-pub(crate) fn coalesce(mut jobs: Vec<ChunkJob>, gap: u64, max_len: u64) -> Vec<RangeRead> {
+pub fn coalesce(mut jobs: Vec<ChunkJob>, gap: u64, max_len: u64) -> Vec<RangeRead> {
     jobs.sort_by_key(|j| (j.loc.pack, j.loc.offset));
     let mut out: Vec<RangeRead> = Vec::new();
     for j in jobs {

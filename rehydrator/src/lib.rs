@@ -17,7 +17,7 @@ mod fetch;
 mod holes;
 pub mod image;
 mod pace;
-mod placement;
+pub mod placement;
 pub mod restore;
 mod resume;
 pub mod update;
@@ -28,6 +28,7 @@ use tidemark_format::FormatError;
 use tidemark_objstore::StoreError;
 use tidemark_pitr_index::IndexError;
 
+pub use fetch::{coalesce, ChunkJob, RangeRead};
 pub use image::{clone_image, CloneMethod};
 pub use restore::{restore_disk, RestoreOptions, RestoreProgress, RestoreReport};
 pub use resume::discard_partial;

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 
 use roaring::RoaringBitmap;
 use tidemark_format::{ChunkHash, ChunkRef, BLOCK_SIZE};
+use tidemark_pitr_index::Blocks;
 
 /// Bytes of a chunk that go to one place on the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Placement {
+pub struct Placement {
     pub chunk_offset: u32,
     pub len: u32,
     pub disk_offset: u64,
@@ -19,7 +20,7 @@ pub(crate) struct Placement {
 
 /// Chunks to read and where their bytes go; a chunk needed in many places is read once.
 #[derive(Default, Debug)]
-pub(crate) struct Placements {
+pub struct Placements {
     pub by_chunk: HashMap<ChunkHash, Vec<Placement>>,
     pub count: usize,
 }
@@ -31,7 +32,7 @@ impl Placements {
         &mut self,
         written: &RoaringBitmap,
         stream: &[ChunkRef],
-        hits: &RoaringBitmap,
+        hits: &Blocks,
     ) -> bool {
         let bs = BLOCK_SIZE as u64;
         let mut ends = Vec::with_capacity(stream.len());
@@ -75,7 +76,7 @@ impl Placements {
 }
 
 /// Maximal runs `(first, count)` of consecutive values of an ascending iterator.
-pub(crate) struct Runs<I: Iterator<Item = u32>> {
+pub struct Runs<I: Iterator<Item = u32>> {
     it: std::iter::Peekable<I>,
 }
 
@@ -119,7 +120,7 @@ mod tests {
                 len: 4 * bs,
             },
         ];
-        let hits: RoaringBitmap = [11, 12, 13, 15].into_iter().collect();
+        let hits = Blocks::from(&[11, 12, 13, 15].into_iter().collect::<RoaringBitmap>());
         let mut p = Placements::default();
         assert!(p.add_segment(&written, &stream, &hits));
         let a = &p.by_chunk[&ChunkHash::of(b"a")];

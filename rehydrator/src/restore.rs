@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tidemark_format::{keys, DomainRecord, PackId, Segment, BLOCK_SIZE};
 use tidemark_objstore::DynStore;
-use tidemark_pitr_index::{sync, DiskPlan, Index};
+use tidemark_pitr_index::{sync, Blocks, DiskPlan, Index};
 
 use crate::fetch::{self, ChunkJob, FetchStats};
 use crate::pace::Pacer;
@@ -125,14 +125,10 @@ pub async fn restore_disk(
                 disk_size: spec.size,
             },
         );
-        let mut data = roaring::RoaringBitmap::new();
-        for (_, hits) in &plan.reads {
-            data |= hits;
-        }
-        let (file, done) = resume::open_partial(&journal, &partial, &data)?;
+        let (file, done) = resume::open_partial(&journal, &partial, &plan.data())?;
         // Only what is left is fetched.
         for (_, hits) in &mut plan.reads {
-            *hits -= &done;
+            hits.remove_all(&done);
         }
         let resumed = done.len();
         progress.resumed_bytes.store(
@@ -368,15 +364,11 @@ pub(crate) async fn fill(
     // ones it reads data from, and the ones whose zeroes it keeps.
     // Owned pairs: a stream over borrowed ones makes the future of a restore lose `Send`
     // (a higher-ranked lifetime the compiler cannot prove), and the service spawns it.
-    let needed: Vec<(u64, roaring::RoaringBitmap)> = plan
+    let needed: Vec<(u64, Blocks)> = plan
         .reads
         .iter()
         .cloned()
-        .chain(
-            plan.zeroed_by
-                .iter()
-                .map(|seq| (*seq, roaring::RoaringBitmap::new())),
-        )
+        .chain(plan.zeroed_by.iter().map(|seq| (*seq, Blocks::default())))
         .collect();
     let mut segments =
         futures::stream::iter(needed.into_iter().map(move |(seq, hits)| async move {

@@ -564,10 +564,7 @@ impl Bench {
                 .index
                 .plan(DOMAIN, 0, self.blocks, seq)
                 .map_err(|e| format!("plan of {seq}: {e}"))?;
-            let mut got = RoaringBitmap::new();
-            for (_, r) in &plan.reads {
-                got |= r;
-            }
+            let got = plan.data();
             if got != want {
                 plan_bad += 1;
                 if plan_bad <= 5 {

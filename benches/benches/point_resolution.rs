@@ -1,0 +1,218 @@
+//! Point resolution on a long chain of one 1 TiB disk (issue 7's target: a plan in
+//! at most 50 ms and 256 MiB).
+//!
+//! - `random`: 10,000 segments, each writing 1,000 blocks drawn uniformly from the
+//!   whole disk (268,435,456 blocks of 4 KiB; 1% of them zeroed rather than written).
+//!   Planned at the newest point, at the middle one, and the rollback of the newest
+//!   100 segments ([`Index::plan_blocks`] of what they changed, at seq 9,900).
+//! - `hot`: 10,000 segments, each writing 1,000 blocks of a hot set of 20,000 blocks
+//!   (a database's log, say): planned at the newest point. Here the union summaries of
+//!   runs of segments skip what is already resolved.
+//!
+//! Besides criterion's times, each plan is run once more under a counting allocator,
+//! and its peak heap is printed (Rust allocations: the plan, the walk's bitset; not
+//! RocksDB's block cache, which is bounded by its own setting).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use roaring::RoaringBitmap;
+use tidemark_format::{
+    DiskDelta, DiskSpec, DomainRecord, Segment, SegmentKind, WriterId, BLOCK_SIZE,
+};
+use tidemark_pitr_index::{DiskPlan, Index};
+
+/// 1 TiB of 4 KiB blocks.
+const BLOCKS: u32 = 1 << 28;
+const SEGMENTS: u64 = 10_000;
+const DIRTY_PER_SEGMENT: usize = 1_000;
+const HOT_SET: u32 = 20_000;
+const ROLLBACK: u64 = 100;
+const DOMAIN: &str = "bench";
+
+/// Counts the bytes the Rust heap holds, and their peak since the last reset.
+struct Counting;
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = HELD.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            let now = HELD.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                let now = HELD.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
+                    - layout.size();
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            } else {
+                HELD.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn domain() -> DomainRecord {
+    DomainRecord {
+        name: DOMAIN.into(),
+        block_size: BLOCK_SIZE,
+        disks: vec![DiskSpec {
+            name: "disk0".into(),
+            size: u64::from(BLOCKS) * u64::from(BLOCK_SIZE),
+        }],
+        created: 1,
+    }
+}
+
+fn segment(seq: u64, written: RoaringBitmap, zeroed: RoaringBitmap) -> Segment {
+    let t = seq as i64 * 2_000_000_000;
+    Segment {
+        domain: DOMAIN.into(),
+        seq,
+        kind: SegmentKind::Delta,
+        writer: WriterId::default(),
+        time_start: t,
+        time_end: t,
+        markers: vec![],
+        new_packs: vec![],
+        disks: vec![DiskDelta {
+            disk: 0,
+            written,
+            zeroed,
+            // Point resolution reads bitmaps only.
+            chunks: vec![],
+        }],
+    }
+}
+
+/// An index of `SEGMENTS` segments whose dirty blocks are drawn from `0..range` (plus
+/// `offset`), 1% of them zeroed.
+fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> Index {
+    let index = Index::open(dir).expect("open index");
+    index.put_domain(&domain()).expect("domain");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for seq in 1..=SEGMENTS {
+        let mut written = RoaringBitmap::new();
+        let mut zeroed = RoaringBitmap::new();
+        for _ in 0..DIRTY_PER_SEGMENT {
+            let b = offset + rng.gen_range(0..range);
+            if rng.gen_range(0..100) == 0 {
+                zeroed.insert(b);
+            } else {
+                written.insert(b);
+            }
+        }
+        zeroed -= &written;
+        let indexed = index
+            .apply_segment(&segment(seq, written, zeroed), 0, &[], &[], &[])
+            .expect("apply segment");
+        assert!(indexed);
+    }
+    index
+}
+
+/// Runs `plan` once and prints its time and peak heap.
+fn measure_once(name: &str, plan: impl FnOnce() -> DiskPlan) -> DiskPlan {
+    let held = HELD.load(Ordering::Relaxed);
+    PEAK.store(held, Ordering::Relaxed);
+    let started = Instant::now();
+    let p = plan();
+    let took = started.elapsed();
+    let heap = PEAK.load(Ordering::Relaxed) - held;
+    eprintln!(
+        "{name}: {took:?} once; {} segments read from, {} runs skipped, {} data blocks, {} zeroed; \
+         peak heap {:.1} MiB",
+        p.reads.len(),
+        p.skipped_runs,
+        p.data_blocks(),
+        p.zeroed.len(),
+        heap as f64 / (1 << 20) as f64,
+    );
+    p
+}
+
+fn point_resolution(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let random = chain(&dir.path().join("random"), 42, 0, BLOCKS);
+    let hot = chain(&dir.path().join("hot"), 43, 1 << 20, HOT_SET);
+    eprintln!("point_resolution: indexes built in {:?}", started.elapsed());
+
+    let newest = measure_once("random/newest", || {
+        random.plan(DOMAIN, 0, BLOCKS, SEGMENTS).expect("plan")
+    });
+    assert_eq!(newest.reads.len() as u64, SEGMENTS);
+    measure_once("random/middle", || {
+        random.plan(DOMAIN, 0, BLOCKS, SEGMENTS / 2).expect("plan")
+    });
+    let changed = random
+        .changed_blocks(DOMAIN, 0, SEGMENTS - ROLLBACK, SEGMENTS)
+        .expect("changed blocks");
+    eprintln!(
+        "random/rollback_100: {} blocks changed in the newest {ROLLBACK} segments",
+        changed.len()
+    );
+    measure_once("random/rollback_100", || {
+        random
+            .plan_blocks(DOMAIN, 0, &changed, SEGMENTS - ROLLBACK)
+            .expect("plan blocks")
+    });
+    let hot_plan = measure_once("hot/newest", || {
+        hot.plan(DOMAIN, 0, BLOCKS, SEGMENTS).expect("plan")
+    });
+    assert!(hot_plan.data_blocks() + hot_plan.zeroed.len() <= u64::from(HOT_SET));
+
+    let mut g = c.benchmark_group("point_resolution_1TiB_10k");
+    g.sample_size(10);
+    g.bench_function("random/newest", |b| {
+        b.iter(|| random.plan(DOMAIN, 0, BLOCKS, SEGMENTS).expect("plan"))
+    });
+    g.bench_function("random/middle", |b| {
+        b.iter(|| random.plan(DOMAIN, 0, BLOCKS, SEGMENTS / 2).expect("plan"))
+    });
+    g.bench_function("random/rollback_100", |b| {
+        b.iter(|| {
+            random
+                .plan_blocks(DOMAIN, 0, &changed, SEGMENTS - ROLLBACK)
+                .expect("plan blocks")
+        })
+    });
+    g.bench_function("hot/newest", |b| {
+        b.iter(|| hot.plan(DOMAIN, 0, BLOCKS, SEGMENTS).expect("plan"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, point_resolution);
+criterion_main!(benches);

@@ -1,0 +1,111 @@
+//! Where a disk image holds data, so that the holes of a sparse image are not read.
+//!
+//! A thin VM image is largely holes. Reading one makes the kernel copy zero pages that
+//! we then scan only to find them zero; `SEEK_DATA`/`SEEK_HOLE` name the holes
+//! instead. Where they are not supported (other systems, some file systems) the whole
+//! disk counts as data, which is only slower.
+
+use std::fs::File;
+use std::ops::Range;
+
+/// The next range of `file` that may hold data at or after `pos` (a multiple of
+/// `block`), widened to whole blocks and clipped to `size`; `None` if only holes
+/// remain. Bytes outside the ranges it returns read as zero.
+pub(crate) fn next_data(file: &File, pos: u64, size: u64, block: u64) -> Option<Range<u64>> {
+    if pos >= size {
+        return None;
+    }
+    let Some((data, hole)) = sys::data_at(file, pos) else {
+        return Some(pos..size);
+    };
+    let data = data?;
+    let start = (data / block * block).max(pos);
+    let end = hole
+        .unwrap_or(size)
+        .div_ceil(block)
+        .saturating_mul(block)
+        .min(size);
+    (start < end).then_some(start..end)
+}
+
+/// Tells the kernel the file is read once from start to end (a larger readahead).
+pub(crate) fn advise_sequential(file: &File) {
+    sys::advise_sequential(file)
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::fs::File;
+    use std::io;
+    use std::os::unix::io::AsRawFd;
+
+    fn seek(file: &File, pos: u64, whence: libc::c_int) -> io::Result<u64> {
+        let pos = libc::off_t::try_from(pos).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: lseek only reads its arguments; the descriptor is open for as long as
+        // `file` is borrowed. Moving the file offset is harmless: disks are read with
+        // positioned reads.
+        let r = unsafe { libc::lseek(file.as_raw_fd(), pos, whence) };
+        u64::try_from(r).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// `Some((start of the next data or None if none, start of the hole after it))`,
+    /// or `None` if the file cannot say.
+    pub fn data_at(file: &File, pos: u64) -> Option<(Option<u64>, Option<u64>)> {
+        match seek(file, pos, libc::SEEK_DATA) {
+            Ok(data) => Some((Some(data), seek(file, data, libc::SEEK_HOLE).ok())),
+            // ENXIO: no data at or after `pos`.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Some((None, None)),
+            Err(_) => None,
+        }
+    }
+
+    pub fn advise_sequential(file: &File) {
+        // SAFETY: as in `seek`. The advice is only a hint, so a failure is ignored.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::fs::File;
+
+    pub fn data_at(_: &File, _: u64) -> Option<(Option<u64>, Option<u64>)> {
+        None
+    }
+
+    pub fn advise_sequential(_: &File) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// Holes are skipped where the file system reports them; either way, the ranges
+    /// cover every byte that is not zero.
+    #[test]
+    fn ranges_cover_all_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("img");
+        let f = File::create(&path).expect("create");
+        let mb = 1u64 << 20;
+        f.write_all_at(&[1u8; 4096], 0).expect("write");
+        f.write_all_at(&[2u8; 8192], 5 * mb).expect("write");
+        f.set_len(16 * mb).expect("set_len");
+        let f = File::open(&path).expect("open");
+        let mut pos = 0;
+        let mut ranges = Vec::new();
+        while let Some(r) = next_data(&f, pos, 16 * mb, 4096) {
+            assert!(r.start >= pos && r.start % 4096 == 0 && r.end % 4096 == 0);
+            pos = r.end;
+            ranges.push(r);
+        }
+        let covered = |a: u64, b: u64| ranges.iter().any(|r| r.start <= a && b <= r.end);
+        assert!(covered(0, 4096));
+        assert!(covered(5 * mb, 5 * mb + 8192));
+        assert!(ranges.last().is_some_and(|r| r.end <= 16 * mb));
+        assert_eq!(next_data(&f, 16 * mb, 16 * mb, 4096), None);
+    }
+}
