@@ -222,6 +222,7 @@ round() {
 	mapfile -t contenders < <(rotate "$ROUND" "${CONTENDERS[@]}")
 	log "round $((ROUND + 1)) of $BENCH_REPEAT: order ${tools[*]}"
 	rm -rf "$REPOS" "$IMG"
+	mkdir -p "$REPOS" # borg init wants its parent to exist; it may go first
 	for tool in "${tools[@]}"; do init "$tool"; done
 	cp --sparse=always "$V1" "$IMG"
 	for tool in "${tools[@]}"; do protect "$tool" 1; done

@@ -23,9 +23,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roaring::RoaringBitmap;
-use tidemark_format::{
-    DiskDelta, DiskSpec, DomainRecord, Segment, SegmentKind, WriterId, BLOCK_SIZE,
-};
+use tidemark_benches::bitmaps::{one_disk_domain, segment};
+use tidemark_format::{Segment, SegmentKind};
 use tidemark_gc::plan::disk_liveness;
 use tidemark_pitr_index::{Blocks, DiskPlan, Index};
 
@@ -76,39 +75,6 @@ fn retained() -> BTreeSet<u64> {
         .collect()
 }
 
-fn domain() -> DomainRecord {
-    DomainRecord {
-        name: DOMAIN.into(),
-        block_size: BLOCK_SIZE,
-        disks: vec![DiskSpec {
-            name: "disk0".into(),
-            size: u64::from(BLOCKS) * u64::from(BLOCK_SIZE),
-        }],
-        created: 1,
-    }
-}
-
-fn segment(seq: u64, kind: SegmentKind, written: RoaringBitmap, zeroed: RoaringBitmap) -> Segment {
-    let t = seq as i64 * 2_000_000_000;
-    Segment {
-        domain: DOMAIN.into(),
-        seq,
-        kind,
-        writer: WriterId::default(),
-        time_start: t,
-        time_end: t,
-        markers: vec![],
-        new_packs: vec![],
-        disks: vec![DiskDelta {
-            disk: 0,
-            written,
-            zeroed,
-            // Point resolution reads bitmaps only; the streams are not needed.
-            chunks: vec![],
-        }],
-    }
-}
-
 fn apply(index: &Index, seg: &Segment) {
     let new = index
         .apply_segment(seg, 0, &[], &[], &[])
@@ -128,13 +94,23 @@ fn indexes(history: &History) -> Indexes {
     let dir = tempfile::tempdir().expect("tempdir");
     let chain = Index::open(&dir.path().join("chain")).expect("open chain index");
     let imaged = Index::open(&dir.path().join("imaged")).expect("open imaged index");
-    chain.put_domain(&domain()).expect("domain");
-    imaged.put_domain(&domain()).expect("domain");
+    chain
+        .put_domain(&one_disk_domain(DOMAIN, BLOCKS))
+        .expect("domain");
+    imaged
+        .put_domain(&one_disk_domain(DOMAIN, BLOCKS))
+        .expect("domain");
     let mut data = RoaringBitmap::new();
     for (seq, written, zeroed) in history {
         apply(
             &chain,
-            &segment(*seq, SegmentKind::Delta, written.clone(), zeroed.clone()),
+            &segment(
+                DOMAIN,
+                *seq,
+                SegmentKind::Delta,
+                written.clone(),
+                zeroed.clone(),
+            ),
         );
         if *seq <= IMAGE_AT {
             data -= zeroed;
@@ -145,13 +121,19 @@ fn indexes(history: &History) -> Indexes {
                 let zero = all - &data;
                 apply(
                     &imaged,
-                    &segment(*seq, SegmentKind::Image, data.clone(), zero),
+                    &segment(DOMAIN, *seq, SegmentKind::Image, data.clone(), zero),
                 );
             }
         } else {
             apply(
                 &imaged,
-                &segment(*seq, SegmentKind::Delta, written.clone(), zeroed.clone()),
+                &segment(
+                    DOMAIN,
+                    *seq,
+                    SegmentKind::Delta,
+                    written.clone(),
+                    zeroed.clone(),
+                ),
             );
         }
     }

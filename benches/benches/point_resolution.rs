@@ -21,9 +21,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roaring::RoaringBitmap;
-use tidemark_format::{
-    DiskDelta, DiskSpec, DomainRecord, Segment, SegmentKind, WriterId, BLOCK_SIZE,
-};
+use tidemark_benches::bitmaps::{one_disk_domain, segment};
+use tidemark_format::SegmentKind;
 use tidemark_pitr_index::{DiskPlan, Index};
 
 /// 1 TiB of 4 KiB blocks.
@@ -83,44 +82,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-fn domain() -> DomainRecord {
-    DomainRecord {
-        name: DOMAIN.into(),
-        block_size: BLOCK_SIZE,
-        disks: vec![DiskSpec {
-            name: "disk0".into(),
-            size: u64::from(BLOCKS) * u64::from(BLOCK_SIZE),
-        }],
-        created: 1,
-    }
-}
-
-fn segment(seq: u64, written: RoaringBitmap, zeroed: RoaringBitmap) -> Segment {
-    let t = seq as i64 * 2_000_000_000;
-    Segment {
-        domain: DOMAIN.into(),
-        seq,
-        kind: SegmentKind::Delta,
-        writer: WriterId::default(),
-        time_start: t,
-        time_end: t,
-        markers: vec![],
-        new_packs: vec![],
-        disks: vec![DiskDelta {
-            disk: 0,
-            written,
-            zeroed,
-            // Point resolution reads bitmaps only.
-            chunks: vec![],
-        }],
-    }
-}
-
 /// An index of `SEGMENTS` segments whose dirty blocks are drawn from `0..range` (plus
 /// `offset`), 1% of them zeroed.
 fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> Index {
     let index = Index::open(dir).expect("open index");
-    index.put_domain(&domain()).expect("domain");
+    index
+        .put_domain(&one_disk_domain(DOMAIN, BLOCKS))
+        .expect("domain");
     let mut rng = StdRng::seed_from_u64(seed);
     for seq in 1..=SEGMENTS {
         let mut written = RoaringBitmap::new();
@@ -135,7 +103,13 @@ fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> Index {
         }
         zeroed -= &written;
         let indexed = index
-            .apply_segment(&segment(seq, written, zeroed), 0, &[], &[], &[])
+            .apply_segment(
+                &segment(DOMAIN, seq, SegmentKind::Delta, written, zeroed),
+                0,
+                &[],
+                &[],
+                &[],
+            )
             .expect("apply segment");
         assert!(indexed);
     }

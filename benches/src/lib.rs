@@ -231,3 +231,52 @@ mod tests {
             .all(|&b| b.is_ascii_lowercase() || b" ,\n".contains(&b)));
     }
 }
+
+/// Segment and domain builders for benchmarks of the index, which need bitmaps only.
+pub mod bitmaps {
+    use roaring::RoaringBitmap;
+    use tidemark_format::{
+        DiskDelta, DiskSpec, DomainRecord, Segment, SegmentKind, WriterId, BLOCK_SIZE,
+    };
+
+    /// A domain of one disk, `disk0`, of `blocks` blocks.
+    pub fn one_disk_domain(name: &str, blocks: u32) -> DomainRecord {
+        DomainRecord {
+            name: name.into(),
+            block_size: BLOCK_SIZE,
+            disks: vec![DiskSpec {
+                name: "disk0".into(),
+                size: u64::from(blocks) * u64::from(BLOCK_SIZE),
+            }],
+            created: 1,
+        }
+    }
+
+    /// A segment of disk 0 with these bitmaps and no chunk stream (point resolution
+    /// and liveness read bitmaps only), taken 2 s after the one before.
+    pub fn segment(
+        domain: &str,
+        seq: u64,
+        kind: SegmentKind,
+        written: RoaringBitmap,
+        zeroed: RoaringBitmap,
+    ) -> Segment {
+        let t = seq as i64 * 2_000_000_000;
+        Segment {
+            domain: domain.into(),
+            seq,
+            kind,
+            writer: WriterId::default(),
+            time_start: t,
+            time_end: t,
+            markers: vec![],
+            new_packs: vec![],
+            disks: vec![DiskDelta {
+                disk: 0,
+                written,
+                zeroed,
+                chunks: vec![],
+            }],
+        }
+    }
+}
