@@ -68,11 +68,9 @@ LAST_OUT=""                # stdout of the last measured command
 ROUND=0 SIZE=0
 TM_STORE=0 TM_INDEX=0      # tidemark store and index bytes after both points, last round
 
-log() { printf '[e2e] %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+BENCH_NAME=e2e
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 # ensure_tools: GNU time and the peers in BENCH_PEERS, from Debian's packages if missing.
 ensure_tools() {
@@ -87,21 +85,7 @@ ensure_tools() {
 		esac
 	done
 	((${#missing[@]})) || return 0
-	[[ $(id -u) == 0 ]] || die "missing: apt-get install ${missing[*]}"
-	log "installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y "${missing[@]}" >/dev/null ||
-		{ apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; }
-}
-
-build() {
-	if [[ $BENCH_NO_BUILD == 1 ]]; then
-		log "BENCH_NO_BUILD=1: using the release binaries in $CARGO_TARGET_DIR as they are"
-	else
-		log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-		(cd "$ROOT" && cargo build --release -p tidemark-api -p tidemark-benches)
-	fi
-	[[ -x $TIDEMARK && -x $SYNTH ]] || die "no release binaries in $CARGO_TARGET_DIR/release"
+	apt_install "${missing[@]}"
 }
 
 prepare() {
@@ -130,10 +114,7 @@ measure() {
 }
 
 json_num() { sed -n "s/.*\"$2\":\([0-9][0-9]*\).*/\1/p" "$1" | head -n1; }
-allocated() { du --block-size=1 "$1" | cut -f1; }
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR] = $1} END {print ((NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
-maximum() { tr ' ' '\n' <<<"$1" | grep . | sort -g | tail -n1; }
 
 # rotate K ITEM...: the items, starting from the K-th (mod their count).
 rotate() {
@@ -409,7 +390,7 @@ report() {
 
 main() {
 	ensure_tools
-	build
+	build_release "$TIDEMARK" "$SYNTH"
 	prepare
 	generate
 	for ((ROUND = 0; ROUND < BENCH_REPEAT; ROUND++)); do round; done

@@ -87,11 +87,9 @@ SERVER_URL=""
 DISK=0 DATA=0 CHANGE=0 EXTENT=0 LIMIT=0 SEQ=0
 RESTORES=0                  # restores measured and verified
 
-log() { printf '[sparse] %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+BENCH_NAME=sparse
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 # write_helper: the Python helper (generate, mutate, verify, push, JSON fields) into
 # $HELPER; `py ARGS...` runs it.
@@ -269,27 +267,11 @@ bytes() {
 
 mib() { awk -v k="$1" 'BEGIN {printf "%.0f", k / 1024}'; } # KiB -> MiB
 iec() { numfmt --to=iec-i --suffix=B "$1"; }
-allocated() { du --block-size=1 "$1" | cut -f1; }
-median() { tr ' ' '\n' <<<"$1" | { grep . || true; } | sort -g | awk '{a[NR] = $1} END {if (NR) print ((NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
-maximum() { tr ' ' '\n' <<<"$1" | { grep . || true; } | sort -g | tail -n1; }
 
 ensure_tools() {
 	command -v python3 >/dev/null || die "python3 is needed"
 	[[ -x /usr/bin/time ]] && return 0
-	[[ $(id -u) == 0 ]] || die "missing GNU time: apt-get install time"
-	log "installing GNU time"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y time >/dev/null || { apt-get update >/dev/null && apt-get install -y time >/dev/null; }
-}
-
-build() {
-	if [[ $BENCH_NO_BUILD == 1 ]]; then
-		log "BENCH_NO_BUILD=1: using the release binaries in $CARGO_TARGET_DIR as they are"
-	else
-		log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-		(cd "$ROOT" && cargo build --release -p tidemark-api -p tidemark-benches)
-	fi
-	[[ -x $TIDEMARK ]] || die "no release tidemark in $CARGO_TARGET_DIR/release"
+	apt_install time
 }
 
 check_config() {
@@ -604,7 +586,7 @@ main() {
 	cd "$BENCH_DIR" # nothing lands in the caller's directory
 	ensure_tools
 	check_config
-	build
+	build_release "$TIDEMARK"
 	check_space
 	prepare
 	trap cleanup EXIT
