@@ -7,6 +7,8 @@
 //! reader needs one ranged read of the tail. `tail_checksum` covers index and footer
 //! fields, `data_checksum` the frames; each chunk is verified again by its name.
 
+use std::cell::RefCell;
+
 use crate::codec::{Reader, Writer};
 use crate::{ChunkHash, FormatError, PackId, Result};
 
@@ -176,9 +178,10 @@ pub fn verify_pack(data: &[u8], expected: PackId) -> Result<Vec<PackEntry>> {
     if blake3::hash(frames).as_bytes() != &footer.data_checksum {
         return Err(FormatError::corrupt(WHAT, "data checksum mismatch"));
     }
+    let mut buf = Vec::new();
     for e in &entries {
         let frame = &frames[e.offset as usize..(e.offset + e.clen as u64) as usize];
-        decode_chunk(frame, e.codec, e.ulen, e.hash)?;
+        decode_chunk_into(frame, e.codec, e.ulen, e.hash, &mut buf)?;
     }
     Ok(entries)
 }
@@ -198,17 +201,53 @@ pub fn decode_chunk(
     ulen: u32,
     hash: ChunkHash,
 ) -> Result<Vec<u8>> {
-    let data = match codec {
+    let mut buf = Vec::new();
+    decode_chunk_into(frame, codec, ulen, hash, &mut buf)?;
+    Ok(match codec {
         ChunkCodec::Raw => frame.to_vec(),
+        ChunkCodec::Zstd => buf,
+    })
+}
+
+thread_local! {
+    /// One decompression context per thread: creating one costs as much as decoding a
+    /// small chunk, and restores decode hundreds of thousands.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// Decodes one frame into `buf` (reusing its allocation) and checks it against its
+/// name; any mismatch is `Corrupt`. Returns the chunk: a raw frame itself, uncopied,
+/// else what `buf` now holds.
+pub fn decode_chunk_into<'a>(
+    frame: &'a [u8],
+    codec: ChunkCodec,
+    ulen: u32,
+    hash: ChunkHash,
+    buf: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    let corrupt =
+        |e: std::io::Error| FormatError::corrupt("chunk", format!("{}: {e}", hash.to_hex()));
+    let data: &[u8] = match codec {
+        ChunkCodec::Raw => {
+            buf.clear();
+            frame
+        }
         ChunkCodec::Zstd => {
-            let mut out = Vec::with_capacity(ulen as usize);
-            zstd::bulk::Decompressor::new()
-                .and_then(|mut d| d.decompress_to_buffer(frame, &mut out))
-                .map_err(|e| FormatError::corrupt("chunk", format!("{}: {e}", hash.to_hex())))?;
-            out
+            buf.clear();
+            buf.reserve(ulen as usize);
+            DECOMPRESSOR.with(|cell| {
+                let mut cell = cell.borrow_mut();
+                let d = match cell.as_mut() {
+                    Some(d) => d,
+                    None => cell.insert(zstd::bulk::Decompressor::new().map_err(corrupt)?),
+                };
+                d.decompress_to_buffer(frame, buf).map_err(corrupt)
+            })?;
+            buf
         }
     };
-    if data.len() != ulen as usize || ChunkHash::of(&data) != hash {
+    if data.len() != ulen as usize || ChunkHash::of(data) != hash {
         return Err(FormatError::corrupt(
             "chunk",
             format!("{} does not match its name", hash.to_hex()),
@@ -228,9 +267,18 @@ pub struct PackWriter {
 impl PackWriter {
     /// Starts an empty pack.
     pub fn new(id: PackId) -> Self {
+        Self::with_capacity(id, 0)
+    }
+
+    /// Starts an empty pack with room for `frame_bytes` of frames and a tail that
+    /// indexes frames of 4 KiB on average, so that filling and sealing it do not move
+    /// the frames (a large pack would otherwise be copied once per doubling).
+    pub fn with_capacity(id: PackId, frame_bytes: usize) -> Self {
         PackWriter {
             id,
-            frames: Vec::new(),
+            frames: Vec::with_capacity(
+                frame_bytes + frame_bytes / 4096 * ENTRY_LEN + PACK_FOOTER_LEN,
+            ),
             entries: Vec::new(),
         }
     }

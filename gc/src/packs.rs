@@ -129,8 +129,10 @@ pub(crate) async fn repack(
                     uploaded += store_pack(store, domain, p, &mut new).await?;
                 }
             }
-            out.get_or_insert_with(|| PackWriter::new(PackId(rand::random())))
-                .push(*hash, loc.ulen, loc.codec, frame);
+            out.get_or_insert_with(|| {
+                PackWriter::with_capacity(PackId(rand::random()), PACK_BYTES)
+            })
+            .push(*hash, loc.ulen, loc.codec, frame);
         }
     }
     if let Some(p) = out.take() {

@@ -7,7 +7,7 @@
 //! the compare in `put_if_match` and the swap that follows one atomic step.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
@@ -20,6 +20,8 @@ use bytes::Bytes;
 
 use crate::key::{split_prefix, validate_key, validate_prefix};
 use crate::{ETag, GetResult, ListPage, ObjectMeta, ObjectStore, PutResult, Result, StoreError};
+
+mod direct;
 
 const TMP_DIR: &str = ".tmp";
 const LOCKS_DIR: &str = ".locks";
@@ -94,6 +96,26 @@ fn content_etag(data: &[u8]) -> ETag {
     ETag(hex::encode(&hash.as_bytes()[..16]))
 }
 
+/// Ranged reads of at least this many bytes ask for the whole range to be read ahead.
+const READ_AHEAD_MIN: usize = 1 << 20;
+
+/// Asks the kernel to read `len` bytes at `offset` of `file` into the page cache now,
+/// in large requests at once: a plain read of a range that is not cached is served in
+/// readahead windows of a few hundred KiB, one after the other, which leaves a fast
+/// disk mostly idle while a restore waits. A hint only: a failure is not an error.
+#[cfg(target_os = "linux")]
+fn read_ahead(file: &File, offset: u64, len: usize) {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise reads only its integer arguments; the descriptor is open
+    // while `file` is borrowed.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_ahead(_file: &File, _offset: u64, _len: usize) {}
+
 /// Maps a read-side error: a missing file, or a path that is a directory or goes through
 /// a file, means there is no such object.
 fn read_err(key: &str, e: io::Error) -> StoreError {
@@ -152,12 +174,7 @@ impl TempFile {
         let path = tmp_dir.join(name);
         // Armed before the first write so that every early return below cleans up.
         let temp = Self { path, armed: true };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp.path)?;
-        file.write_all(data)?;
-        file.sync_all()?;
+        direct::write_new_file(&temp.path, data)?;
         Ok(temp)
     }
 
@@ -404,6 +421,9 @@ impl Inner {
         check_range(key, &range, meta.len())?;
         let len = usize::try_from(range.end - range.start)
             .map_err(|_| StoreError::Invalid(format!("range {range:?} too large")))?;
+        if len >= READ_AHEAD_MIN {
+            read_ahead(&file, range.start, len);
+        }
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, range.start)
             .map_err(|e| io_err(key, e))?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use tidemark_format::pack::decode_chunk;
+use tidemark_format::pack::decode_chunk_into;
 use tidemark_format::{keys, ChunkHash, PackId};
 use tidemark_objstore::DynStore;
 use tidemark_pitr_index::{sync, ChunkLocation, Index};
@@ -20,6 +20,7 @@ use crate::pace::Pacer;
 use crate::placement::Placement;
 use crate::restore::{RestoreOptions, RestoreProgress};
 use crate::resume::Checkpointer;
+use crate::writeback::Writeback;
 use crate::written::Written;
 use crate::{RestoreError, Result};
 
@@ -163,6 +164,7 @@ pub(crate) async fn execute(
     domain: &str,
     ranges: Vec<RangeRead>,
     file: Arc<File>,
+    writeback: Arc<Writeback>,
     path: &str,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
@@ -180,6 +182,7 @@ pub(crate) async fn execute(
     let mut written = futures::stream::iter(ranges)
         .map(move |r| {
             let file = file.clone();
+            let writeback = writeback.clone();
             async move {
                 if progress.cancelled.load(Ordering::Relaxed) {
                     return Err(RestoreError::Cancelled);
@@ -196,11 +199,13 @@ pub(crate) async fn execute(
                 on_rayon(move || {
                     let mut written = 0u64;
                     let mut covered = Written::default();
+                    let mut buf = Vec::new();
                     for j in r.jobs {
                         let from = (j.loc.offset - r.start) as usize;
                         let frame = &bytes[from..from + j.loc.clen as usize];
-                        let data = decode_chunk(frame, j.loc.codec, j.loc.ulen, j.hash)
-                            .map_err(|e| RestoreError::format(&key, e))?;
+                        let data =
+                            decode_chunk_into(frame, j.loc.codec, j.loc.ulen, j.hash, &mut buf)
+                                .map_err(|e| RestoreError::format(&key, e))?;
                         for p in j.placements {
                             let end = p.chunk_offset as usize + p.len as usize;
                             let piece =
@@ -226,6 +231,7 @@ pub(crate) async fn execute(
                             }
                         }
                     }
+                    writeback.wrote(written);
                     Ok((written, covered))
                 })
                 .await

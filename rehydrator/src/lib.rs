@@ -22,6 +22,7 @@ pub mod restore;
 mod resume;
 pub mod update;
 pub mod verify;
+mod writeback;
 mod written;
 
 use tidemark_format::FormatError;

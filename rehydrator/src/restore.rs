@@ -16,6 +16,7 @@ use crate::fetch::{self, ChunkJob, FetchStats};
 use crate::pace::Pacer;
 use crate::placement::Placements;
 use crate::resume::{self, io_err, partial_path, Checkpointer, Identity, Journal};
+use crate::writeback::Writeback;
 use crate::{RestoreError, Result};
 
 pub use crate::resume::discard_partial;
@@ -284,6 +285,7 @@ struct BatchWriter<'a> {
     progress: &'a RestoreProgress,
     pacer: Option<&'a Pacer>,
     checkpoints: Option<&'a mut Checkpointer>,
+    writeback: Arc<Writeback>,
     verified_packs: HashSet<PackId>,
     total: FetchStats,
 }
@@ -324,6 +326,7 @@ impl BatchWriter<'_> {
             self.domain,
             ranges,
             self.file.clone(),
+            self.writeback.clone(),
             &self.path,
             self.opts,
             self.progress,
@@ -350,6 +353,7 @@ pub(crate) async fn fill(
         store,
         index,
         domain,
+        writeback: Writeback::start(to.file.clone()),
         file: to.file,
         path: to.path.display().to_string(),
         opts,
