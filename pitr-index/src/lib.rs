@@ -126,6 +126,14 @@ impl Index {
             match *name {
                 "refs" => o.set_merge_operator_associative("add_counts", add_counts),
                 "summaries" => o.set_merge_operator_associative("union", summary::union),
+                "bitmaps" => {
+                    // A walk reads a disk's bitmaps in a row; 64 KiB blocks cut the
+                    // per-block work (lookup, checksum, copy into the cache) of reading
+                    // them: plans 14 – 16% faster on long histories (issue 7).
+                    let mut table = rocksdb::BlockBasedOptions::default();
+                    table.set_block_size(64 << 10);
+                    o.set_block_based_table_factory(&table);
+                }
                 _ => {}
             }
             ColumnFamilyDescriptor::new(*name, o)
