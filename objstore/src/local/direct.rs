@@ -7,10 +7,11 @@
 //! aligned body goes to the disk directly (`O_DIRECT`) through a small reused buffer.
 //! Where the file system cannot do that, the write is buffered as before.
 //!
-//! Large ranged reads (a restore's) go past the page cache too: reading cold packs
-//! through it cost a restore 3.3 – 4.8 s of kernel time, against 1.15 – 1.26 s
-//! reading them directly. A direct read fetches the aligned span around the range
-//! into an aligned buffer and hands out the range of it, without a copy.
+//! Large ranged reads (a restore's) go past the page cache too: reading a cold pack
+//! through it cost the first restore after a protect 3 – 5 s of kernel time in
+//! allocating cache pages, against 1 – 1.3 s once the packs were cached. A direct read
+//! fetches the aligned span around the range into an aligned buffer and hands out the
+//! range of it, without a copy.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
