@@ -413,10 +413,7 @@ impl Inner {
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let len = usize::try_from(range.end.saturating_sub(range.start))
-            .map_err(|_| StoreError::Invalid(format!("range {range:?} too large")))?;
-        let (file, direct) =
-            direct::open_for_range(&self.path_of(key), len).map_err(|e| read_err(key, e))?;
+        let file = File::open(self.path_of(key)).map_err(|e| read_err(key, e))?;
         let meta = file.metadata().map_err(|e| io_err(key, e))?;
         if !meta.is_file() {
             return Err(StoreError::NotFound {
@@ -424,13 +421,8 @@ impl Inner {
             });
         }
         check_range(key, &range, meta.len())?;
-        if direct {
-            if let Some(bytes) = direct::read_direct(&file, range.start, len, meta.len())
-                .map_err(|e| io_err(key, e))?
-            {
-                return Ok(bytes);
-            }
-        }
+        let len = usize::try_from(range.end - range.start)
+            .map_err(|_| StoreError::Invalid(format!("range {range:?} too large")))?;
         if len >= READ_AHEAD_MIN {
             read_ahead(&file, range.start, len);
         }
