@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Bytes written between two requests for writeback.
@@ -15,26 +15,27 @@ const WRITEBACK_EVERY: u64 = 32 << 20;
 
 /// Starts writeback of an image on a thread of its own, every [`WRITEBACK_EVERY`]
 /// bytes written; a request only queues I/O, but queueing may block on a busy disk,
-/// and the workers that decompress must not wait for that.
+/// and the workers that decompress must not wait for that. Dropping it stops the
+/// thread once its last request is queued.
 pub(crate) struct Writeback {
     written: AtomicU64,
-    nudge: Mutex<Option<Sender<()>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The thread and how to nudge it; None if it could not be spawned, which costs
+    /// only the overlap, not correctness.
+    thread: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
 impl Writeback {
     /// Writeback of `file`, which the caller goes on writing.
     pub(crate) fn start(file: Arc<File>) -> Arc<Writeback> {
         let (tx, rx) = mpsc::channel();
-        // A thread that cannot be spawned costs only the overlap, not correctness.
         let thread = std::thread::Builder::new()
             .name("tidemark-writeback".into())
             .spawn(move || write_back(&file, rx))
-            .ok();
+            .ok()
+            .map(|t| (tx, t));
         Arc::new(Writeback {
             written: AtomicU64::new(0),
-            nudge: Mutex::new(thread.as_ref().map(|_| tx)),
-            thread: Mutex::new(thread),
+            thread,
         })
     }
 
@@ -43,28 +44,20 @@ impl Writeback {
     pub(crate) fn wrote(&self, n: u64) {
         let before = self.written.fetch_add(n, Ordering::Relaxed);
         if before / WRITEBACK_EVERY != (before + n) / WRITEBACK_EVERY {
-            if let Ok(nudge) = self.nudge.lock() {
-                if let Some(tx) = nudge.as_ref() {
-                    let _ = tx.send(());
-                }
+            if let Some((tx, _)) = &self.thread {
+                let _ = tx.send(());
             }
-        }
-    }
-
-    /// Stops the thread once its last request is queued.
-    pub(crate) fn finish(&self) {
-        if let Ok(mut nudge) = self.nudge.lock() {
-            nudge.take();
-        }
-        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            let _ = t.join();
         }
     }
 }
 
 impl Drop for Writeback {
     fn drop(&mut self) {
-        self.finish();
+        if let Some((tx, t)) = self.thread.take() {
+            // Hanging up ends the thread's loop after the request it is on.
+            drop(tx);
+            let _ = t.join();
+        }
     }
 }
 
@@ -111,9 +104,7 @@ mod tests {
             file.write_all_at(&piece, i << 20).expect("write");
             wb.wrote(1 << 20);
         }
-        wb.finish();
-        // A second finish, and the drop after it, find nothing left to stop.
-        wb.finish();
+        // The drop stops the thread and waits for it.
         drop(wb);
         let back = std::fs::read(&path).expect("read");
         assert_eq!(back.len(), 40 << 20);
