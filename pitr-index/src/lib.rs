@@ -97,6 +97,10 @@ pub type StateWrite = (Vec<u8>, Vec<u8>);
 pub struct Index {
     db: DB,
     guards: guards::Guards,
+    /// Held by every write of merge operands to `summaries`, and by the fold of a
+    /// finished run's operands into one value, which must not drop an operand written
+    /// between its read and its write.
+    summary_writes: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Index {
@@ -142,6 +146,7 @@ impl Index {
         let index = Index {
             db,
             guards: guards::Guards::default(),
+            summary_writes: std::sync::Mutex::default(),
         };
         index.ensure_summaries()?;
         Ok(index)
@@ -242,6 +247,10 @@ impl Index {
         }
         for (k, v) in state {
             batch.put_cf(self.cf("state"), keys::state(d, k), v);
+        }
+        let _summaries = self.lock_summaries();
+        for disk in &seg.disks {
+            self.fold_finished_run(&mut batch, d, disk.disk, seg.seq)?;
         }
         self.db.write(batch)?;
         Ok(true)

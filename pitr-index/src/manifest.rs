@@ -232,6 +232,7 @@ impl Index {
             keys::state(d, EPOCH_KEY),
             (m.epoch as i64).to_le_bytes(),
         );
+        let _summaries = self.lock_summaries();
         self.db.write(batch)?;
         Ok(true)
     }

@@ -44,7 +44,39 @@ impl BlockMask {
     pub fn add_len(&mut self, added: u64) {
         self.len += added;
     }
+
+    /// Asks the CPU to bring `block`'s word into the cache: a walk names the blocks of
+    /// a segment first and tests them after, so that their misses overlap instead of
+    /// each waiting for the last.
+    pub fn prefetch(&self, block: u32) {
+        if let Some(w) = self.words.get(block as usize >> 6) {
+            prefetch_read(w);
+        }
+    }
+
+    /// Adds `block` (below the limit); whether it was not in the set yet.
+    pub fn insert(&mut self, block: u32) -> bool {
+        let Some(w) = self.words.get_mut(block as usize >> 6) else {
+            return false;
+        };
+        let bit = 1u64 << (block & 63);
+        let new = *w & bit == 0;
+        *w |= bit;
+        self.len += u64::from(new);
+        new
+    }
 }
+
+#[cfg(target_arch = "x86_64")]
+fn prefetch_read(w: &u64) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: a prefetch is a hint that never faults and changes no memory; `w` is a
+    // valid reference anyway.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>((w as *const u64).cast::<i8>()) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch_read(_w: &u64) {}
 
 #[cfg(target_os = "linux")]
 fn advise_huge_pages(words: &[u64]) {

@@ -148,27 +148,32 @@ impl Pending {
     }
 
     /// Resolves the pending blocks of one container of a segment's bitmap, adding them
-    /// to `hits` (ascending).
-    fn take(&mut self, key: u16, c: Container<'_>, hits: &mut impl Hits) {
+    /// to `hits` (ascending): blocks of the walk's set, one by one.
+    fn take_some(left: &mut BlockSet, key: u16, c: Container<'_>, hits: &mut impl Hits) {
         let high = u32::from(key) << 16;
-        let (blocks, resolved) = match self {
-            Pending::Disk {
-                blocks, resolved, ..
-            } => (*blocks, resolved),
-            Pending::Only(left) => {
-                let mut one = |v: u16| {
-                    if left.resolve(high | u32::from(v)) {
-                        hits.push(high | u32::from(v));
-                    }
-                };
-                match c {
-                    Container::Array(values) => view::array_values(values).for_each(&mut one),
-                    Container::Runs(runs) => view::run_values(runs).for_each(&mut one),
-                    Container::Bitmap(words) => for_each_bit(words, 1 << 16, one),
-                }
-                return;
+        let mut one = |v: u16| {
+            if left.resolve(high | u32::from(v)) {
+                hits.push(high | u32::from(v));
             }
         };
+        match c {
+            Container::Array(values) => view::array_values(values).for_each(&mut one),
+            Container::Runs(runs) => view::run_values(runs).for_each(&mut one),
+            Container::Bitmap(words) => for_each_bit(words, 1 << 16, one),
+        }
+    }
+
+    /// Resolves the pending blocks of one container of a segment's bitmap against the
+    /// disk's mask, adding them to `hits` (ascending). Bitmap containers go a word at
+    /// a time.
+    fn take_container(
+        blocks: u32,
+        resolved: &mut BlockMask,
+        key: u16,
+        c: Container<'_>,
+        hits: &mut impl Hits,
+    ) {
+        let high = u32::from(key) << 16;
         let limit = Pending::limit(blocks, key);
         let Some(page) = resolved.page_mut(key) else {
             return;
@@ -201,26 +206,81 @@ impl Pending {
         resolved.add_len(hits.count() - before);
     }
 
+    /// Resolves the blocks `named` (ascending, their words already asked for by
+    /// [`BlockMask::prefetch`]) against the disk's mask, into `hits`; empties `named`.
+    fn take_named(resolved: &mut BlockMask, named: &mut Vec<u32>, hits: &mut impl Hits) {
+        for &b in named.iter() {
+            if resolved.insert(b) {
+                hits.push(b);
+            }
+        }
+        named.clear();
+    }
+
     /// Resolves the pending blocks of containers `keys` of a serialized bitmap into
-    /// `hits` (ascending).
+    /// `hits` (ascending). `named` is scratch space.
+    ///
+    /// A whole-disk walk of scattered blocks is bound by the cache misses of its mask,
+    /// one per block (94% of a plan's time, issue 7). So the values of array
+    /// containers are only named and prefetched at first, and tested once the
+    /// segment's bitmap is read, by when their misses have overlapped. Dense
+    /// containers are taken as they come (their words are contiguous), after what was
+    /// named before them, to keep `hits` ascending.
     fn take_all(
         &mut self,
         bitmap: &View<'_>,
         keys: &Range<u32>,
         hits: &mut impl Hits,
+        named: &mut Vec<u32>,
     ) -> Result<()> {
-        bitmap.try_for_each(|key, c| {
-            if keys.contains(&u32::from(key)) {
-                self.take(key, c, hits);
+        // Containers below `keys` are skipped, and the visit stops at the first above.
+        let first = u16::try_from(keys.start).unwrap_or(u16::MAX);
+        let below = |key: u16| u32::from(key) < keys.start;
+        let past = |key: u16| u32::from(key) >= keys.end;
+        match self {
+            Pending::Only(left) => {
+                bitmap.try_for_each_from(first, |key, c| {
+                    if !below(key) && !past(key) {
+                        Pending::take_some(left, key, c, hits);
+                    }
+                    !past(key)
+                })?;
             }
-            true
-        })?;
+            Pending::Disk {
+                blocks, resolved, ..
+            } => {
+                let blocks = *blocks;
+                named.clear();
+                bitmap.try_for_each_from(first, |key, c| {
+                    if below(key) || past(key) {
+                        return !past(key);
+                    }
+                    match c {
+                        Container::Array(values) => {
+                            let (high, limit) = (u32::from(key) << 16, Pending::limit(blocks, key));
+                            for v in view::array_values(values).filter(|v| u32::from(*v) < limit) {
+                                let b = high | u32::from(v);
+                                resolved.prefetch(b);
+                                named.push(b);
+                            }
+                        }
+                        dense => {
+                            Pending::take_named(resolved, named, hits);
+                            Pending::take_container(blocks, resolved, key, dense, hits);
+                        }
+                    }
+                    true
+                })?;
+                Pending::take_named(resolved, named, hits);
+            }
+        }
         Ok(())
     }
 
     /// Whether some block of containers `keys` of a serialized bitmap is pending.
     fn touched_by(&self, bitmap: &View<'_>, keys: &Range<u32>) -> Result<bool> {
-        let all_done = bitmap.try_for_each(|key, c| {
+        let first = u16::try_from(keys.start).unwrap_or(u16::MAX);
+        let all_done = bitmap.try_for_each_from(first, |key, c| {
             if !keys.contains(&u32::from(key)) {
                 return true;
             }
@@ -287,17 +347,53 @@ impl Hits for Vec<u32> {
     }
 }
 
-/// Zeroed blocks go to a bitmap: an image zeroes millions of blocks, whole containers
-/// of them, which are copied as containers rather than block by block.
-impl Hits for RoaringBitmap {
+/// The zeroed blocks a walk resolves. An image zeroes millions of blocks, whole
+/// containers of them, which are or-ed into a bitmap as containers. Scattered blocks
+/// are gathered in a list and added once at the end: a bitmap per segment, or-ed in
+/// after, allocated once per container of each (9% of a plan of scattered blocks),
+/// and inserting them one by one still searched the containers for each (4.5%).
+#[derive(Default)]
+struct ZeroHits {
+    dense: RoaringBitmap,
+    scattered: Vec<u32>,
+    /// Blocks put since the last [`ZeroHits::take_added`].
+    added: u64,
+}
+
+/// Scattered zeroed blocks gathered before they are added to the bitmap, to bound
+/// the list on histories that zero many.
+const SCATTERED_ZEROES: usize = 1 << 20;
+
+impl ZeroHits {
+    /// Number of blocks put since the last call.
+    fn take_added(&mut self) -> u64 {
+        std::mem::take(&mut self.added)
+    }
+
+    /// Adds the gathered blocks to the bitmap.
+    fn fold(&mut self) {
+        self.scattered.sort_unstable();
+        let sorted = RoaringBitmap::from_sorted_iter(self.scattered.drain(..));
+        self.dense |= sorted.unwrap_or_default();
+    }
+
+    /// Every zeroed block.
+    fn into_bitmap(mut self) -> RoaringBitmap {
+        self.fold();
+        self.dense
+    }
+}
+
+impl Hits for ZeroHits {
     fn count(&self) -> u64 {
-        self.len()
+        self.added
     }
 
     fn push(&mut self, block: u32) {
-        // Ascending, so this appends; `insert` stays right should it ever not be.
-        if self.try_push(block).is_err() {
-            self.insert(block);
+        self.scattered.push(block);
+        self.added += 1;
+        if self.scattered.len() >= SCATTERED_ZEROES {
+            self.fold();
         }
     }
 
@@ -306,7 +402,9 @@ impl Hits for RoaringBitmap {
         for (b, w) in bytes.chunks_exact_mut(8).zip(words) {
             b.copy_from_slice(&w.to_le_bytes());
         }
-        *self |= RoaringBitmap::from_lsb0_bytes(u32::from(key) << 16, &bytes);
+        let new = RoaringBitmap::from_lsb0_bytes(u32::from(key) << 16, &bytes);
+        self.added += new.len();
+        self.dense |= new;
     }
 }
 
@@ -469,7 +567,8 @@ impl Index {
         let mut it = self.db.raw_iterator_cf(self.cf("bitmaps"));
         it.seek_for_prev(keys::disk_seq(domain, plan.disk, plan.seq));
         let mut skipper = Skipper::new();
-        let mut hits = Vec::new();
+        let (mut hits, mut named) = (Vec::new(), Vec::new());
+        let mut zero_hits = ZeroHits::default();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let Some(seq) = k.strip_prefix(prefix.as_slice()) else {
                 break;
@@ -494,11 +593,9 @@ impl Index {
             }
             let (written, zeroed) = values::split_bitmaps(v)?;
             hits.clear();
-            let mut zero_hits = RoaringBitmap::new();
-            pending.take_all(&View::new(written)?, keys, &mut hits)?;
-            pending.take_all(&View::new(zeroed)?, keys, &mut zero_hits)?;
-            if !zero_hits.is_empty() {
-                plan.zeroed |= zero_hits;
+            pending.take_all(&View::new(written)?, keys, &mut hits, &mut named)?;
+            pending.take_all(&View::new(zeroed)?, keys, &mut zero_hits, &mut named)?;
+            if zero_hits.take_added() > 0 {
                 plan.zeroed_by.push(seq);
             }
             if !hits.is_empty() {
@@ -510,6 +607,7 @@ impl Index {
             it.prev();
         }
         it.status()?;
+        plan.zeroed |= zero_hits.into_bitmap();
         Ok(plan)
     }
 

@@ -467,6 +467,32 @@ fn summaries_are_built_for_an_index_that_had_none() {
 }
 
 #[test]
+fn the_summary_of_a_finished_run_is_folded_into_one_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idx = Index::open(dir.path()).expect("open");
+    // Seqs 1 ..= 130: runs 0 – 63 and 64 – 127 are finished, 128 – 130 is not.
+    let history: Vec<(RoaringBitmap, RoaringBitmap)> = (0..130u32)
+        .map(|i| ([i, 5000 + i].into_iter().collect(), RoaringBitmap::new()))
+        .collect();
+    apply_long_history(&idx, &history);
+    let summary_of = |seq: u64| {
+        summary::UNIONS.with(|n| n.set(0));
+        let s = idx.summary("d", 0, seq).expect("summary").expect("some");
+        let s = RoaringBitmap::deserialize_from(&*s).expect("bitmap");
+        (s, summary::UNIONS.with(|n| n.get()))
+    };
+    let touched = |seqs: std::ops::RangeInclusive<u32>| -> RoaringBitmap {
+        seqs.flat_map(|s| [s - 1, 5000 + s - 1]).collect()
+    };
+    // Without the fold, every read merged the run's operands again.
+    assert_eq!(summary_of(1), (touched(1..=63), 0));
+    assert_eq!(summary_of(64), (touched(64..=127), 0));
+    let (last, merges) = summary_of(128);
+    assert_eq!(last, touched(128..=130));
+    assert!(merges > 0, "the newest run is still merged on read");
+}
+
+#[test]
 fn summaries_skip_runs_that_hold_nothing_pending() {
     let (_dir, idx) = open();
     // Segments 1..=300 rewrite blocks 0..8; segment 301 writes them all once more.

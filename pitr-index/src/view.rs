@@ -28,6 +28,11 @@ pub(crate) struct View<'a> {
     /// `(key, cardinality - 1)` pairs.
     header: &'a [u8],
     runs: Option<&'a [u8]>,
+    /// Each container's start, from the start of the serialized bitmap, where the
+    /// format has them.
+    offsets: Option<&'a [u8]>,
+    /// Where `data` starts in the serialized bitmap.
+    data_start: usize,
     size: usize,
 }
 
@@ -65,24 +70,34 @@ impl<'a> View<'a> {
             return Err(corrupt());
         }
         let header = take(data, &mut pos, size * 4)?;
-        if runs.is_none() || size >= NO_OFFSET_THRESHOLD {
-            // Offsets are redundant for a sequential reader.
-            take(data, &mut pos, size * 4)?;
-        }
+        let offsets = if runs.is_none() || size >= NO_OFFSET_THRESHOLD {
+            Some(take(data, &mut pos, size * 4)?)
+        } else {
+            None
+        };
         Ok(View {
             data: &data[pos..],
             header,
             runs,
+            offsets,
+            data_start: pos,
             size,
         })
     }
 
     /// Calls `f(key, container)` for each container in ascending key order; stops at
-    /// the first `false` (and returns false). Damaged data is `Corrupt`.
-    pub fn try_for_each(&self, mut f: impl FnMut(u16, Container<'a>) -> bool) -> Result<bool> {
-        let mut pos = 0;
+    /// the first `false` (and returns false). Damaged data is `Corrupt`. The visit
+    /// may start at the first container whose key is at least `first`, through the
+    /// offsets of the format (a walk of half a disk's containers skips the other
+    /// half's); `f` can still be given earlier keys.
+    pub fn try_for_each_from(
+        &self,
+        first: u16,
+        mut f: impl FnMut(u16, Container<'a>) -> bool,
+    ) -> Result<bool> {
+        let (start, mut pos) = self.seek(first)?;
         let mut last_key: Option<u16> = None;
-        for i in 0..self.size {
+        for i in start..self.size {
             let key = u16_at(self.header, i * 4);
             if last_key.is_some_and(|k| k >= key) {
                 return Err(corrupt());
@@ -127,6 +142,57 @@ impl<'a> View<'a> {
     }
 }
 
+impl View<'_> {
+    /// The first container to visit for keys from `first` on, and where its data
+    /// starts: the first container of the bitmap when the format has no offsets.
+    fn seek(&self, first: u16) -> Result<(usize, usize)> {
+        let Some(offsets) = self.offsets.filter(|_| first > 0) else {
+            return Ok((0, 0));
+        };
+        let key = |i: usize| u16_at(self.header, i * 4);
+        let (mut lo, mut hi) = (0, self.size);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if key(mid) < first {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 || lo == self.size {
+            return Ok((lo, 0));
+        }
+        let offset = |i: usize| {
+            u32::from_le_bytes([
+                offsets[i * 4],
+                offsets[i * 4 + 1],
+                offsets[i * 4 + 2],
+                offsets[i * 4 + 3],
+            ]) as usize
+        };
+        // The offset is checked against the size of the container before it (known
+        // from its cardinality unless it holds runs), so a damaged offset is caught
+        // as the sequential visit would catch damaged data.
+        let (at, before) = (offset(lo), offset(lo - 1));
+        let prev_is_run = self
+            .runs
+            .is_some_and(|r| r[(lo - 1) / 8] & (1 << ((lo - 1) % 8)) != 0);
+        if !prev_is_run {
+            let card = usize::from(u16_at(self.header, (lo - 1) * 4 + 2)) + 1;
+            let len = if card > ARRAY_MAX {
+                BITMAP_BYTES
+            } else {
+                card * 2
+            };
+            if before.checked_add(len) != Some(at) {
+                return Err(corrupt());
+            }
+        }
+        let pos = at.checked_sub(self.data_start).ok_or_else(corrupt)?;
+        Ok((lo, pos))
+    }
+}
+
 /// The value of each `(start, length - 1)` pair of a run container, ascending.
 pub(crate) fn run_values(runs: &[u8]) -> impl Iterator<Item = u16> + '_ {
     runs.chunks_exact(4).flat_map(|r| {
@@ -157,10 +223,14 @@ mod tests {
     use super::*;
 
     fn values_of(bytes: &[u8]) -> Vec<u32> {
+        values_from(bytes, 0)
+    }
+
+    fn values_from(bytes: &[u8], first: u16) -> Vec<u32> {
         let mut out = Vec::new();
         View::new(bytes)
             .expect("view")
-            .try_for_each(|key, c| {
+            .try_for_each_from(first, |key, c| {
                 let high = u32::from(key) << 16;
                 match c {
                     Container::Array(v) => out.extend(array_values(v).map(|v| high | u32::from(v))),
@@ -198,13 +268,51 @@ mod tests {
     }
 
     #[test]
+    fn a_visit_from_a_key_skips_the_containers_below_it() {
+        let mut b = RoaringBitmap::new();
+        for key in [0u32, 1, 2, 5, 9, 10, 400] {
+            b.extend((0..7).map(|i| (key << 16) | (i * 911)));
+        }
+        b.insert_range(11 << 16..(11 << 16) + 20_000); // runs, once optimized
+        b.extend((12 << 16..13 << 16).step_by(3)); // a bitmap container
+        b.insert(13 << 16);
+        for optimize in [false, true] {
+            if optimize {
+                b.optimize();
+            }
+            let mut bytes = Vec::new();
+            b.serialize_into(&mut bytes).expect("serialize");
+            for first in [0u16, 1, 3, 9, 11, 12, 13, 14, 400, 401, u16::MAX] {
+                let got: Vec<u32> = values_from(&bytes, first)
+                    .into_iter()
+                    .filter(|v| v >> 16 >= u32::from(first))
+                    .collect();
+                let expect: Vec<u32> = b.iter().filter(|v| v >> 16 >= u32::from(first)).collect();
+                assert_eq!(got, expect, "from {first}, optimized {optimize}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_offset_is_corrupt() {
+        let b: RoaringBitmap = [1u32, 2, 70_000, 140_000].into_iter().collect();
+        let mut bytes = Vec::new();
+        b.serialize_into(&mut bytes).expect("serialize");
+        // No-run format: cookie, size, 3 headers, then the offset of the second container.
+        let second = 8 + 3 * 4 + 4;
+        bytes[second] += 2;
+        let r = View::new(&bytes).and_then(|v| v.try_for_each_from(1, |_, _| true));
+        assert!(r.is_err());
+    }
+
+    #[test]
     fn damaged_bitmaps_are_corrupt() {
         let mut b = RoaringBitmap::new();
         b.extend([1u32, 2, 3, 100_000]);
         let mut bytes = Vec::new();
         b.serialize_into(&mut bytes).expect("serialize");
         for cut in 0..bytes.len() {
-            let r = View::new(&bytes[..cut]).and_then(|v| v.try_for_each(|_, _| true));
+            let r = View::new(&bytes[..cut]).and_then(|v| v.try_for_each_from(0, |_, _| true));
             assert!(r.is_err(), "truncated at {cut} of {}", bytes.len());
         }
         let mut bad = bytes.clone();
@@ -214,7 +322,7 @@ mod tests {
         let n = bytes.len();
         bytes.swap(n - 6, n - 4);
         bytes.swap(n - 5, n - 3);
-        let r = View::new(&bytes).and_then(|v| v.try_for_each(|_, _| true));
+        let r = View::new(&bytes).and_then(|v| v.try_for_each_from(0, |_, _| true));
         assert!(r.is_err());
     }
 }
