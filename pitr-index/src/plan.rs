@@ -234,7 +234,7 @@ impl Pending {
         named: &mut Vec<u32>,
     ) -> Result<()> {
         // Containers below `keys` are skipped, and the visit stops at the first above.
-        let first = u16::try_from(keys.start).unwrap_or(u16::MAX);
+        let first = first_key(keys);
         let below = |key: u16| u32::from(key) < keys.start;
         let past = |key: u16| u32::from(key) >= keys.end;
         match self {
@@ -279,8 +279,7 @@ impl Pending {
 
     /// Whether some block of containers `keys` of a serialized bitmap is pending.
     fn touched_by(&self, bitmap: &View<'_>, keys: &Range<u32>) -> Result<bool> {
-        let first = u16::try_from(keys.start).unwrap_or(u16::MAX);
-        let all_done = bitmap.try_for_each_from(first, |key, c| {
+        let all_done = bitmap.try_for_each_from(first_key(keys), |key, c| {
             if !keys.contains(&u32::from(key)) {
                 return true;
             }
@@ -406,6 +405,11 @@ impl Hits for ZeroHits {
         self.added += new.len();
         self.dense |= new;
     }
+}
+
+/// The first container key of `keys`, where a visit of a bitmap may start.
+fn first_key(keys: &Range<u32>) -> u16 {
+    u16::try_from(keys.start).unwrap_or(u16::MAX)
 }
 
 /// Calls `f` for each value below `limit` of a bitmap container, ascending.

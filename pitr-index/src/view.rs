@@ -103,8 +103,8 @@ impl<'a> View<'a> {
                 return Err(corrupt());
             }
             last_key = Some(key);
-            let card = usize::from(u16_at(self.header, i * 4 + 2)) + 1;
-            let is_run = self.runs.is_some_and(|r| r[i / 8] & (1 << (i % 8)) != 0);
+            let card = self.cardinality(i);
+            let is_run = self.is_run(i);
             let c = if is_run {
                 let n = usize::from(u16_at(take(self.data, &mut pos, 2)?, 0));
                 let runs = take(self.data, &mut pos, n * 4)?;
@@ -143,6 +143,16 @@ impl<'a> View<'a> {
 }
 
 impl View<'_> {
+    /// Number of values of container `i`.
+    fn cardinality(&self, i: usize) -> usize {
+        usize::from(u16_at(self.header, i * 4 + 2)) + 1
+    }
+
+    /// Whether container `i` holds runs.
+    fn is_run(&self, i: usize) -> bool {
+        self.runs.is_some_and(|r| r[i / 8] & (1 << (i % 8)) != 0)
+    }
+
     /// The first container to visit for keys from `first` on, and where its data
     /// starts: the first container of the bitmap when the format has no offsets.
     fn seek(&self, first: u16) -> Result<(usize, usize)> {
@@ -174,11 +184,8 @@ impl View<'_> {
         // from its cardinality unless it holds runs), so a damaged offset is caught
         // as the sequential visit would catch damaged data.
         let (at, before) = (offset(lo), offset(lo - 1));
-        let prev_is_run = self
-            .runs
-            .is_some_and(|r| r[(lo - 1) / 8] & (1 << ((lo - 1) % 8)) != 0);
-        if !prev_is_run {
-            let card = usize::from(u16_at(self.header, (lo - 1) * 4 + 2)) + 1;
+        if !self.is_run(lo - 1) {
+            let card = self.cardinality(lo - 1);
             let len = if card > ARRAY_MAX {
                 BITMAP_BYTES
             } else {
