@@ -391,7 +391,12 @@ proptest! {
                 for b in hits.iter() {
                     prop_assert!(reads.insert(b, *seq).is_none(), "block {} read twice", b);
                 }
+                let blocks: Vec<u32> = hits.iter().collect();
+                prop_assert!(blocks.windows(2).all(|w| w[0] < w[1]), "seq {} not ascending", seq);
+                prop_assert!(!blocks.is_empty(), "seq {} reads nothing", seq);
             }
+            prop_assert!(plan.reads.windows(2).all(|w| w[0].0 > w[1].0), "reads not newest first");
+            prop_assert!(plan.zeroed_by.windows(2).all(|w| w[0] > w[1]), "zeroed_by not newest first");
             let zero = plan.zero_blocks();
             for b in blocks {
                 let expect = state.get(&b).copied().flatten();
@@ -404,6 +409,17 @@ proptest! {
         let mut touched: Vec<u32> = state.keys().copied().collect();
         touched.extend([0, 69_999, LONG_BLOCKS - 1]);
         check(&full, &mut touched.into_iter())?;
+        // The segments whose zeroes the full plan keeps: exactly those that zeroed a
+        // block last.
+        let mut last_zeroed = std::collections::HashMap::new();
+        for (i, (w, z)) in history.iter().enumerate().take(at as usize) {
+            w.iter().for_each(|b| { last_zeroed.remove(&b); });
+            z.iter().for_each(|b| { last_zeroed.insert(b, i as u64 + 1); });
+        }
+        let mut zeroed_by: Vec<u64> = last_zeroed.into_values().collect();
+        zeroed_by.sort_unstable_by(|x, y| y.cmp(x));
+        zeroed_by.dedup();
+        prop_assert_eq!(&full.zeroed_by, &zeroed_by);
         prop_assert_eq!(full.data_blocks(), state.values().filter(|s| s.is_some()).count() as u64);
 
         // A rollback: the blocks changed in (at - rollback, at], resolved at the older point.
