@@ -12,6 +12,12 @@
 //! Besides criterion's times, each plan is run once more under a counting allocator,
 //! and its peak heap is printed (Rust allocations: the plan, the walk's bitset; not
 //! RocksDB's block cache, which is bounded by its own setting).
+//!
+//! - `floor/random_newest`: the memory-bound floor of `random/newest` on this machine,
+//!   to report the plan as a ratio against it: only the test-and-set of each block
+//!   in a bitset of its half of the disk (two threads, 16 MiB each, huge pages, each
+//!   segment's blocks prefetched before they are tested), with the blocks already in
+//!   memory: no reading, no parsing, no plan.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,13 +89,14 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 /// An index of `SEGMENTS` segments whose dirty blocks are drawn from `0..range` (plus
-/// `offset`), 1% of them zeroed.
-fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> Index {
+/// `offset`), 1% of them zeroed; and the blocks each segment touched, ascending.
+fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> (Index, Vec<Vec<u32>>) {
     let index = Index::open(dir).expect("open index");
     index
         .put_domain(&one_disk_domain(DOMAIN, BLOCKS))
         .expect("domain");
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut touched = Vec::new();
     for seq in 1..=SEGMENTS {
         let mut written = RoaringBitmap::new();
         let mut zeroed = RoaringBitmap::new();
@@ -102,6 +109,7 @@ fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> Index {
             }
         }
         zeroed -= &written;
+        touched.push((&written | &zeroed).iter().collect());
         let indexed = index
             .apply_segment(
                 &segment(DOMAIN, seq, SegmentKind::Delta, written, zeroed),
@@ -113,7 +121,80 @@ fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> Index {
             .expect("apply segment");
         assert!(indexed);
     }
-    index
+    (index, touched)
+}
+
+/// Each segment's blocks (newest last) in each half of the disk, numbered from the
+/// half's start.
+fn halves(segments: &[Vec<u32>]) -> [Vec<Vec<u32>>; 2] {
+    let half = BLOCKS / 2;
+    [false, true].map(|upper| {
+        segments
+            .iter()
+            .map(|seg| {
+                let mine = seg.iter().filter(|b| (**b >= half) == upper);
+                mine.map(|b| b % half).collect()
+            })
+            .collect()
+    })
+}
+
+/// Tests and sets every block of `segments` (one half's, newest last) in a bitset of
+/// the half, as `random/newest` does, and returns how many were new. See
+/// `floor/random_newest`.
+fn mask_floor(segments: &[Vec<u32>]) -> u64 {
+    let mut words = vec![0u64; BLOCKS as usize / 2 / 64];
+    advise_huge_pages(&mut words);
+    let mut new = 0;
+    for mine in segments.iter().rev() {
+        for b in mine {
+            prefetch(&words[*b as usize / 64]);
+        }
+        for b in mine {
+            let (w, bit) = (&mut words[*b as usize / 64], 1u64 << (b % 64));
+            new += u64::from(*w & bit == 0);
+            *w |= bit;
+        }
+    }
+    new
+}
+
+#[cfg(target_arch = "x86_64")]
+fn prefetch(w: &u64) {
+    // SAFETY: a prefetch never faults and changes no memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (w as *const u64).cast(),
+        )
+    };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch(_w: &u64) {}
+
+/// Backs `words` with huge pages where it can, as the walk's mask does.
+fn advise_huge_pages(words: &mut [u64]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = words.as_mut_ptr() as usize;
+        let (first, end) = (
+            start.next_multiple_of(HUGE),
+            (start + std::mem::size_of_val(words)) / HUGE * HUGE,
+        );
+        if end > first {
+            // SAFETY: the range lies inside `words`; the advice changes how it is backed.
+            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
+        }
+    }
+}
+
+/// `mask_floor` of both halves, on two threads.
+fn both_halves(halves: &[Vec<Vec<u32>>; 2]) -> u64 {
+    std::thread::scope(|s| {
+        let upper = s.spawn(|| mask_floor(&halves[1]));
+        mask_floor(&halves[0]) + upper.join().expect("upper half")
+    })
 }
 
 /// Runs `plan` once and prints its time and peak heap.
@@ -139,14 +220,21 @@ fn measure_once(name: &str, plan: impl FnOnce() -> DiskPlan) -> DiskPlan {
 fn point_resolution(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
-    let random = chain(&dir.path().join("random"), 42, 0, BLOCKS);
-    let hot = chain(&dir.path().join("hot"), 43, 1 << 20, HOT_SET);
+    let (random, random_blocks) = chain(&dir.path().join("random"), 42, 0, BLOCKS);
+    let random_halves = halves(&random_blocks);
+    drop(random_blocks);
+    let (hot, _) = chain(&dir.path().join("hot"), 43, 1 << 20, HOT_SET);
     eprintln!("point_resolution: indexes built in {:?}", started.elapsed());
 
     let newest = measure_once("random/newest", || {
         random.plan(DOMAIN, 0, BLOCKS, SEGMENTS).expect("plan")
     });
     assert_eq!(newest.reads.len() as u64, SEGMENTS);
+    // The floor does the same work: every block the plan resolves, once.
+    assert_eq!(
+        both_halves(&random_halves),
+        newest.data_blocks() + newest.zeroed.len()
+    );
     measure_once("random/middle", || {
         random.plan(DOMAIN, 0, BLOCKS, SEGMENTS / 2).expect("plan")
     });
@@ -184,6 +272,9 @@ fn point_resolution(c: &mut Criterion) {
     });
     g.bench_function("hot/newest", |b| {
         b.iter(|| hot.plan(DOMAIN, 0, BLOCKS, SEGMENTS).expect("plan"))
+    });
+    g.bench_function("floor/random_newest", |b| {
+        b.iter(|| both_halves(&random_halves))
     });
     g.finish();
 }
