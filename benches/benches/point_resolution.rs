@@ -15,9 +15,9 @@
 //!
 //! - `floor/random_newest`: the memory-bound floor of `random/newest` on this machine,
 //!   to report the plan as a ratio against it: only the test-and-set of each block
-//!   in a bitset of its half of the disk (two threads, 16 MiB each, huge pages, each
-//!   segment's blocks prefetched before they are tested), with the blocks already in
-//!   memory: no reading, no parsing, no plan.
+//!   in the walk's bitset of its half of the disk (two threads, 16 MiB each, huge
+//!   pages, each segment's blocks prefetched before they are tested), with the
+//!   blocks already in memory: no reading, no parsing, no plan.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use roaring::RoaringBitmap;
 use tidemark_benches::bitmaps::{one_disk_domain, segment};
 use tidemark_format::SegmentKind;
-use tidemark_pitr_index::{DiskPlan, Index};
+use tidemark_pitr_index::{BlockMask, DiskPlan, Index};
 
 /// 1 TiB of 4 KiB blocks.
 const BLOCKS: u32 = 1 << 28;
@@ -139,54 +139,20 @@ fn halves(segments: &[Vec<u32>]) -> [Vec<Vec<u32>>; 2] {
     })
 }
 
-/// Tests and sets every block of `segments` (one half's, newest last) in a bitset of
-/// the half, as `random/newest` does, and returns how many were new. See
-/// `floor/random_newest`.
+/// Tests and sets every block of `segments` (one half's, newest last) in the walk's
+/// own bitset of the half, prefetching each segment's blocks first as the walk does,
+/// and returns how many were new. See `floor/random_newest`.
 fn mask_floor(segments: &[Vec<u32>]) -> u64 {
-    let mut words = vec![0u64; BLOCKS as usize / 2 / 64];
-    advise_huge_pages(&mut words);
-    let mut new = 0;
+    let mut mask = BlockMask::with_limit(u64::from(BLOCKS / 2));
     for mine in segments.iter().rev() {
         for b in mine {
-            prefetch(&words[*b as usize / 64]);
+            mask.prefetch(*b);
         }
         for b in mine {
-            let (w, bit) = (&mut words[*b as usize / 64], 1u64 << (b % 64));
-            new += u64::from(*w & bit == 0);
-            *w |= bit;
+            mask.insert(*b);
         }
     }
-    new
-}
-
-#[cfg(target_arch = "x86_64")]
-fn prefetch(w: &u64) {
-    // SAFETY: a prefetch never faults and changes no memory.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (w as *const u64).cast(),
-        )
-    };
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn prefetch(_w: &u64) {}
-
-/// Backs `words` with huge pages where it can, as the walk's mask does.
-fn advise_huge_pages(words: &mut [u64]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = words.as_mut_ptr() as usize;
-        let (first, end) = (
-            start.next_multiple_of(HUGE),
-            (start + std::mem::size_of_val(words)) / HUGE * HUGE,
-        );
-        if end > first {
-            // SAFETY: the range lies inside `words`; the advice changes how it is backed.
-            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
-        }
-    }
+    mask.len()
 }
 
 /// `mask_floor` of both halves, on two threads.

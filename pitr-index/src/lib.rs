@@ -31,6 +31,8 @@ use tidemark_format::{ChunkHash, ChunkRef, DomainRecord, FormatError, PackId, Se
 
 pub use guards::{CommitGuard, ExclusiveGuard, ReadGuard};
 pub use manifest::{ManifestNeeds, ManifestPack, ManifestSegment};
+/// The walk's bitset of resolved blocks, public for the benchmark of its memory floor.
+pub use mask::BlockMask;
 pub use plan::{Blocks, DiskPlan};
 pub use point::{format_time, parse_time, PointSpec};
 pub use values::{ChunkLocation, DiskStat, MarkerMeta, PackInfo, SegmentMeta};

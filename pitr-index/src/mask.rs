@@ -8,7 +8,7 @@
 const WORDS: usize = 1024;
 
 /// A set of blocks below a limit fixed at creation.
-pub(crate) struct BlockMask {
+pub struct BlockMask {
     words: Vec<u64>,
     len: u64,
 }
@@ -26,6 +26,11 @@ impl BlockMask {
     /// Number of blocks in the set.
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Whether the set holds no block.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The words of container `key`, if below the limit.
