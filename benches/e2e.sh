@@ -18,7 +18,9 @@
 # Environment: BENCH_DIR (work dir, default: new dir under /tmp), BENCH_SIZE (default
 # 2GiB), BENCH_REPEAT (rounds, default 3), BENCH_SEED, BENCH_FRACTION (blocks changed
 # before the second point, default 0.02), BENCH_PEERS (default "restic borg casync"; any
-# subset, may be empty), BENCH_NO_BUILD=1 (use the release binaries as they are, no
+# subset, may be empty), BENCH_CACHE (cold, the default: every restore and cp reads its
+# input from the disk, as a restore long after the protect does; warm: from whatever
+# the page cache holds by then), BENCH_NO_BUILD=1 (use the release binaries as they are, no
 # cargo build), CARGO_TARGET_DIR (default $HOME/.cache/tidemark-target).
 # Installs GNU time and the peers (Debian packages restic, borgbackup, casync) with
 # apt-get when missing. Writes $BENCH_DIR/results.md; every sample is in
@@ -34,6 +36,8 @@ BENCH_SEED=${BENCH_SEED:-42}
 BENCH_FRACTION=${BENCH_FRACTION:-0.02}
 BENCH_PEERS=${BENCH_PEERS-restic borg casync}
 BENCH_NO_BUILD=${BENCH_NO_BUILD:-0}
+BENCH_CACHE=${BENCH_CACHE:-cold}
+[[ $BENCH_CACHE == cold || $BENCH_CACHE == warm ]] || { echo "BENCH_CACHE must be cold or warm" >&2; exit 2; }
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/tidemark-bench.XXXXXX)}
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd) # restic and borg record absolute paths
@@ -65,6 +69,7 @@ declare -A STORED=()       # tool -> repository bytes after both points, one per
 declare -A POINT=()        # toolN -> what names point N in TOOL's repository
 declare -A SHA=()          # N -> sha256 of the image at point N
 LAST_OUT=""                # stdout of the last measured command
+EVICT_LEFT=""              # bytes still cached after each eviction (cold restores)
 ROUND=0 SIZE=0
 TM_STORE=0 TM_INDEX=0      # tidemark store and index bytes after both points, last round
 
@@ -111,6 +116,27 @@ measure() {
 	RSS[$label]+="$kib "
 	printf '%s\t%s\t%s\t%s\n' "$ROUND" "$label" "$secs" "$kib" >>"$LOG/samples.tsv"
 	log "$label: ${secs} s, $((kib / 1024)) MiB peak RSS"
+}
+
+# evict PATH...: drops every file under PATH from the page cache (written back first).
+# Left warm, the inputs of restores differ by tool: tidemark writes packs past the page
+# cache, while restic's and borg's repositories and cp's image stay in memory from when
+# they were written, so only tidemark would read from the disk.
+evict() {
+	local left
+	sync
+	find "$@" -type f -print0 | python3 -c '
+import os, sys
+for path in sys.stdin.buffer.read().split(b"\0"):
+    if path:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+'
+	left=$(find "$@" -type f -print0 | xargs -0 -r fincore --bytes --noheadings --output RES | awk '{s += $1} END {print s + 0}')
+	EVICT_LEFT+="$left "
 }
 
 json_num() { sed -n "s/.*\"$2\":\([0-9][0-9]*\).*/\1/p" "$1" | head -n1; }
@@ -171,6 +197,7 @@ restore() {
 	ref=$([[ $n == 1 ]] && echo "$V1" || echo "$V2")
 	rm -rf "$OUT"
 	mkdir -p "$OUT"
+	[[ $BENCH_CACHE == warm ]] || evict "$REPOS" "$V1" "$V2"
 	case $who in
 	tidemark)
 		measure "$label" "$TIDEMARK" --data-dir "$REPOS/tidemark" restore --domain "$DOMAIN" --disk vm0 \
@@ -375,8 +402,16 @@ report() {
 			"cp is \`cp --sparse=never\` of the image at that point (v1, v2) in the same run."
 		echo "- Rounds: $BENCH_REPEAT, each from fresh repositories; the tools' order rotates from round to round." \
 			"Peak RSS is the maximum over the runs; every sample is in log/samples.tsv."
-		echo "- Caches are warm for all contenders alike: the page cache cannot be dropped here, so the image" \
-			"(for cp, protect) and the repositories (for restore) are read from memory. An untimed \`sync\` precedes every command."
+		if [[ $BENCH_CACHE == cold ]]; then
+			echo "- Cold restores (BENCH_CACHE=cold): before every restore and cp, every file of the repositories and" \
+				"both images was written back and dropped from the page cache (\`posix_fadvise(DONTNEED)\`), so each" \
+				"reads its input from the disk. Bytes still cached after each eviction: max $(maximum "$EVICT_LEFT")." \
+				"Protects read the image from the page cache (it was just copied into place)."
+		else
+			echo "- Warm restores (BENCH_CACHE=warm): restic's and borg's repositories and cp's image are read from the" \
+				"page cache; tidemark writes packs past the page cache, so its first restore after a protect reads from the disk."
+		fi
+		echo "- An untimed \`sync\` precedes every command."
 		echo "- tidemark fsyncs stored objects and the restored image; cp, restic, borg and casync do not" \
 			"fsync the restored image (see the + fsync row)."
 		echo "- Every restored image was verified by sha256 against the image at that point."
