@@ -16,8 +16,9 @@
 //! - `floor/random_newest`: the memory-bound floor of `random/newest` on this machine,
 //!   to report the plan as a ratio against it: only the test-and-set of each block
 //!   in the walk's bitset of its half of the disk (two threads, 16 MiB each, huge
-//!   pages, each segment's blocks prefetched before they are tested), with the
-//!   blocks already in memory: no reading, no parsing, no plan.
+//!   pages), run after run, each run's blocks ascending and prefetched a few ahead as
+//!   the walk reads a run map, with the blocks already in memory: no reading, no
+//!   parsing, no plan. (The walk reads the newest, unfinished run segment by segment.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +38,8 @@ const SEGMENTS: u64 = 10_000;
 const DIRTY_PER_SEGMENT: usize = 1_000;
 const HOT_SET: u32 = 20_000;
 const ROLLBACK: u64 = 100;
+/// log2 of the seqs of one run map (and union summary) of the index.
+const RUN_BITS: u32 = 6;
 const DOMAIN: &str = "bench";
 
 /// Counts the bytes the Rust heap holds, and their peak since the last reset.
@@ -124,31 +127,38 @@ fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> (Index, V
     (index, touched)
 }
 
-/// Each segment's blocks (newest last) in each half of the disk, numbered from the
-/// half's start.
+/// For each half of the disk, the blocks each run of segments touched (the seqs one
+/// run map covers), ascending and numbered from the half's start; the newest run last.
 fn halves(segments: &[Vec<u32>]) -> [Vec<Vec<u32>>; 2] {
     let half = BLOCKS / 2;
     [false, true].map(|upper| {
-        segments
-            .iter()
-            .map(|seg| {
-                let mine = seg.iter().filter(|b| (**b >= half) == upper);
-                mine.map(|b| b % half).collect()
-            })
-            .collect()
+        let mut runs: Vec<Vec<u32>> = Vec::new();
+        for (i, seg) in segments.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let run = (seq >> RUN_BITS) as usize;
+            runs.resize_with(run + 1, Vec::new);
+            let mine = seg.iter().filter(|b| (**b >= half) == upper);
+            runs[run].extend(mine.map(|b| b % half));
+        }
+        for run in &mut runs {
+            run.sort_unstable();
+            run.dedup();
+        }
+        runs
     })
 }
 
-/// Tests and sets every block of `segments` (one half's, newest last) in the walk's
-/// own bitset of the half, prefetching each segment's blocks first as the walk does,
-/// and returns how many were new. See `floor/random_newest`.
-fn mask_floor(segments: &[Vec<u32>]) -> u64 {
+/// Tests and sets every block of `runs` (one half's, newest last) in the walk's own
+/// bitset of the half, each run's ascending and asked for a few blocks ahead as the
+/// walk reads a run map, and returns how many were new. See `floor/random_newest`.
+fn mask_floor(runs: &[Vec<u32>]) -> u64 {
+    const AHEAD: usize = 16;
     let mut mask = BlockMask::with_limit(u64::from(BLOCKS / 2));
-    for mine in segments.iter().rev() {
-        for b in mine {
-            mask.prefetch(*b);
-        }
-        for b in mine {
+    for run in runs.iter().rev() {
+        for (i, b) in run.iter().enumerate() {
+            if let Some(next) = run.get(i + AHEAD) {
+                mask.prefetch(*next);
+            }
             mask.insert(*b);
         }
     }

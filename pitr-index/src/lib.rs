@@ -3,9 +3,11 @@
 //! Everything here can be rebuilt from the bucket. Column families:
 //! `domains`, `segments` (domain, seq), `times` (domain, time, seq), `bitmaps`
 //! (domain, disk, seq → written + zeroed), `streams` (domain, disk, seq → chunk list),
-//! `chunks` (domain, hash → pack location), `refs` (domain, hash → count, a merge
-//! operator adds), `packs`, `markers` (domain, name, seq), `good` (known-good points)
-//! and `state` (agent, replica and job state owned by other crates).
+//! `summaries` and `runs` (domain, disk, first seq of a run of segments → their
+//! union, their map: see `summary.rs`, `runmap.rs`), `chunks` (domain, hash → pack
+//! location), `refs` (domain, hash → count, a merge operator adds), `packs`, `markers`
+//! (domain, name, seq), `good` (known-good points) and `state` (agent, replica and job
+//! state owned by other crates).
 //!
 //! [`sync`] fills the index from the bucket: tailing the log, crash recovery, rebuild.
 
@@ -15,6 +17,7 @@ mod manifest;
 mod mask;
 mod plan;
 mod point;
+mod runmap;
 mod summary;
 pub mod sync;
 mod values;
@@ -43,6 +46,7 @@ const CFS: &[&str] = &[
     "times",
     "bitmaps",
     "summaries",
+    "runs",
     "streams",
     "chunks",
     "refs",
@@ -151,6 +155,7 @@ impl Index {
             summary_writes: std::sync::Mutex::default(),
         };
         index.ensure_summaries()?;
+        index.ensure_run_maps()?;
         Ok(index)
     }
 
@@ -283,6 +288,7 @@ impl Index {
         }
         for disk in &seg.disks {
             let k = keys::disk_seq(d, disk.disk, seg.seq);
+            self.forget_run_map(batch, d, disk.disk, seg.seq);
             batch.put_cf(
                 self.cf("bitmaps"),
                 &k,

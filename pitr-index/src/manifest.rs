@@ -8,7 +8,8 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use tidemark_format::{ChunkHash, Manifest, PackEntry, PackId, Segment};
 
 use crate::{
-    keys, values, ChunkLocation, ExclusiveGuard, Index, IndexError, PackInfo, Result, SegmentMeta,
+    keys, summary, values, ChunkLocation, ExclusiveGuard, Index, IndexError, PackInfo, Result,
+    SegmentMeta,
 };
 
 /// Key in a domain's `state` of the GC epoch its index reflects.
@@ -113,8 +114,12 @@ impl Index {
         let mut refs: HashMap<ChunkHash, i64> = HashMap::new();
 
         let demoted: HashSet<u64> = m.demoted.iter().copied().collect();
+        // (disk, first seq of a run) of every run whose members change.
+        let mut changed_runs: HashSet<(u32, u64)> = HashSet::new();
         for meta in self.segments(d, 0..=m.upto)? {
             if target.get(&meta.seq) != Some(&meta.epoch) {
+                let run = summary::run_start(meta.seq);
+                changed_runs.extend(meta.disks.iter().map(|k| (k.disk, run)));
                 self.forget_segment(&mut batch, d, &meta, &mut refs)?;
             } else if demoted.contains(&meta.seq) && meta.is_point() {
                 self.forget_point(&mut batch, d, &meta);
@@ -142,6 +147,8 @@ impl Index {
                 meta.demote();
             }
             self.put_segment(&mut batch, &s.segment, &meta);
+            let run = summary::run_start(s.segment.seq);
+            changed_runs.extend(s.segment.disks.iter().map(|k| (k.disk, run)));
             for c in s.segment.disks.iter().flat_map(|disk| &disk.chunks) {
                 *refs.entry(c.hash).or_default() += 1;
             }
@@ -234,6 +241,16 @@ impl Index {
         );
         let _summaries = self.lock_summaries();
         self.db.write(batch)?;
+        // The runs whose members changed lost their maps in the batch; those that are
+        // finished get new ones after it (a crash in between only leaves them
+        // without: plans then walk their bitmaps).
+        let mut maps = WriteBatch::default();
+        for (disk, run) in changed_runs {
+            if self.run_is_finished(d, disk, run)? {
+                self.map_run(&mut maps, d, disk, run)?;
+            }
+        }
+        self.db.write(maps)?;
         Ok(true)
     }
 
@@ -254,6 +271,7 @@ impl Index {
             }
             batch.delete_cf(self.cf("bitmaps"), &k);
             batch.delete_cf(self.cf("streams"), &k);
+            self.forget_run_map(batch, d, disk.disk, meta.seq);
         }
         Ok(())
     }

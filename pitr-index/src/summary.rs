@@ -74,11 +74,12 @@ impl Index {
     }
 
     /// When segment `seq` is the first of its run to touch `disk`, puts the summary of
-    /// the disk's previous run back as one value into `batch` (called with
-    /// [`Index::lock_summaries`] held until `batch` is written). Until RocksDB compacts
-    /// them, a summary is one merge operand per segment, and each read of it merged up
-    /// to 64 bitmaps again: a quarter of a plan's time on a history of scattered
-    /// writes (issue 7). Segments arrive in seq order, so that run is finished.
+    /// the disk's previous run back as one value into `batch`, and that run's map
+    /// (`runmap.rs`); called with [`Index::lock_summaries`] held until `batch` is
+    /// written. Until RocksDB compacts them, a summary is one merge operand per
+    /// segment, and each read of it merged up to 64 bitmaps again: a quarter of a
+    /// plan's time on a history of scattered writes (issue 7). Segments arrive in seq
+    /// order, so that run is finished.
     pub(crate) fn fold_finished_run(
         &self,
         batch: &mut WriteBatch,
@@ -106,7 +107,7 @@ impl Index {
         if let Some(folded) = self.db.get_pinned_cf(self.cf("summaries"), &run)? {
             batch.put_cf(self.cf("summaries"), &run, &*folded);
         }
-        Ok(())
+        self.map_run(batch, domain, disk, run_start(prev))
     }
 
     /// The summary of the run holding `seq`, as stored (None if no segment of the run

@@ -541,3 +541,210 @@ fn summaries_skip_runs_that_hold_nothing_pending() {
     assert!(plan.reads.is_empty());
     assert_eq!(plan.skipped_runs, 5);
 }
+
+/// Checks every block of `plan` (a whole-disk plan of `LONG_BLOCKS`) against a replay.
+fn assert_plan_replays(plan: &DiskPlan, history: &[(RoaringBitmap, RoaringBitmap)], at: u64) {
+    let state = replay(history, at);
+    let mut reads = std::collections::HashMap::new();
+    for (seq, hits) in &plan.reads {
+        for b in hits.iter() {
+            assert!(reads.insert(b, *seq).is_none(), "block {b} read twice");
+        }
+    }
+    assert!(
+        plan.reads.windows(2).all(|w| w[0].0 > w[1].0),
+        "reads not newest first"
+    );
+    let zero = plan.zero_blocks();
+    for b in state.keys().copied().chain([0, LONG_BLOCKS - 1]) {
+        let expect = state.get(&b).copied().flatten();
+        assert_eq!(reads.get(&b).copied(), expect, "block {b} at {at}");
+        assert_eq!(zero.contains(b), expect.is_none(), "zero block {b} at {at}");
+    }
+}
+
+/// A history of scattered writes and zeroes over `n` segments.
+fn scattered_history(n: u32) -> Vec<(RoaringBitmap, RoaringBitmap)> {
+    (0..n)
+        .map(|i| {
+            let written = [i % 7, 1000 + i * 3, 150_000 + i].into_iter().collect();
+            let zeroed = if i % 5 == 0 {
+                [i % 7 + 1, 60_000 + i].into_iter().collect()
+            } else {
+                RoaringBitmap::new()
+            };
+            (written, zeroed)
+        })
+        .collect()
+}
+
+#[test]
+fn finished_runs_are_resolved_from_their_maps() {
+    let (_dir, idx) = open();
+    let history = scattered_history(200);
+    apply_long_history(&idx, &history);
+    // Runs 0 – 63, 64 – 127 and 128 – 191 are finished and mapped; 192 – 255 is not.
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
+    assert_plan_replays(&plan, &history, 200);
+    // Each half of the disk walks the three maps.
+    assert_eq!(plan.mapped_runs, 6);
+    // Inside a finished run, the run's own map would hold later segments: walked one
+    // by one, and the run below from its map.
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 100).expect("plan");
+    assert_plan_replays(&plan, &history, 100);
+    assert_eq!(plan.mapped_runs, 2);
+    // Plans of some blocks use them too.
+    let some: RoaringBitmap = [0, 3, 1030, 60_005, 150_010, 7].into_iter().collect();
+    let part = idx.plan_blocks("d", 0, &some, 150).expect("plan blocks");
+    let state = replay(&history, 150);
+    for b in &some {
+        let got = part
+            .reads
+            .iter()
+            .find(|(_, h)| h.contains(b))
+            .map(|(s, _)| *s);
+        assert_eq!(got, state.get(&b).copied().flatten(), "block {b}");
+    }
+    assert!(part.mapped_runs > 0);
+}
+
+#[test]
+fn a_segment_indexed_late_into_a_run_drops_its_map() {
+    let (_dir, idx) = open();
+    let history = scattered_history(130);
+    let mut rec = domain();
+    rec.disks[0].size = u64::from(LONG_BLOCKS) * BLOCK_SIZE as u64;
+    idx.put_domain(&rec).expect("domain");
+    let apply = |i: usize| {
+        let mut s = segment(i as u64 + 1, i as i64, &[], &[], &[]);
+        s.disks[0].written = history[i].0.clone();
+        s.disks[0].zeroed = history[i].1.clone();
+        idx.apply_segment(&s, 1, &[], &[], &[]).expect("apply");
+    };
+    // Seq 10 arrives after the run 0 – 63 was finished and mapped.
+    (0..130).filter(|i| *i != 9).for_each(apply);
+    assert!(idx.run_map("d", 0, 10).expect("map").is_some());
+    apply(9);
+    assert!(idx.run_map("d", 0, 10).expect("map").is_none());
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 130).expect("plan");
+    assert_plan_replays(&plan, &history, 130);
+    assert_eq!(plan.mapped_runs, 2, "only the run 64 – 127 has a map now");
+}
+
+#[test]
+fn a_damaged_run_map_is_corrupt() {
+    let (_dir, idx) = open();
+    let history = scattered_history(70);
+    apply_long_history(&idx, &history);
+    let key = crate::summary::key("d", 0, 1);
+    let mut v = idx.run_map("d", 0, 1).expect("map").expect("some").to_vec();
+    // Swap the first two blocks: no longer ascending.
+    let blocks = 2 + 8 * usize::from(v[1]) + 4;
+    let (a, b) = (blocks, blocks + 4);
+    let first: [u8; 4] = v[a..a + 4].try_into().expect("4 bytes");
+    v.copy_within(b..b + 4, a);
+    v[b..b + 4].copy_from_slice(&first);
+    idx.db.put_cf(idx.cf("runs"), &key, &v).expect("put");
+    assert!(matches!(
+        idx.plan("d", 0, LONG_BLOCKS, 70),
+        Err(IndexError::Corrupt(_))
+    ));
+    v.truncate(v.len() - 1);
+    idx.db.put_cf(idx.cf("runs"), &key, &v).expect("put");
+    assert!(matches!(
+        idx.plan("d", 0, LONG_BLOCKS, 70),
+        Err(IndexError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_gc_manifest_maps_the_runs_it_changes_again() {
+    let (_dir, idx) = open();
+    let mut history = scattered_history(130);
+    apply_long_history(&idx, &history);
+    // GC merges segment 10 into 11 (the merged segment holds both, 11 winning), as an
+    // object of epoch 1, and keeps every other segment.
+    let (w10, z10) = history[9].clone();
+    let (w11, z11) = history[10].clone();
+    let written = (w10 - &z11) | &w11;
+    let zeroed = (z10 - &w11) | &z11;
+    let mut merged = segment(11, 10, &[], &[], &[]);
+    merged.disks[0].written = written.clone();
+    merged.disks[0].zeroed = zeroed.clone();
+    let versions = (1..=130u64)
+        .filter(|s| *s != 10)
+        .map(|seq| tidemark_format::manifest::SegmentVersion {
+            seq,
+            epoch: u64::from(seq == 11),
+        })
+        .collect();
+    let m = tidemark_format::Manifest {
+        domain: "d".into(),
+        epoch: 1,
+        writer: WriterId::default(),
+        time: 0,
+        upto: 130,
+        segments: versions,
+        demoted: vec![],
+        live_packs: vec![],
+        new_packs: vec![],
+        garbage_segments: vec![],
+        garbage_packs: vec![],
+    };
+    let guard = idx
+        .exclusive_domain("d", std::time::Duration::ZERO)
+        .await
+        .expect("lock");
+    let segments = [ManifestSegment {
+        segment: merged,
+        epoch: 1,
+        object_size: 1,
+    }];
+    assert!(idx
+        .apply_manifest(&m, &segments, &[], &guard)
+        .expect("manifest"));
+    // The replay of the merged history: 10 holds nothing, 11 holds both.
+    history[9] = (RoaringBitmap::new(), RoaringBitmap::new());
+    history[10] = (written, zeroed);
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 130).expect("plan");
+    assert_plan_replays(&plan, &history, 130);
+    assert_eq!(plan.mapped_runs, 4, "both finished runs are mapped again");
+    let map = idx.run_map("d", 0, 11).expect("map").expect("mapped again");
+    let map = crate::runmap::RunMap::parse(&map).expect("map");
+    assert_eq!(map.members(), 62, "seqs 1 – 63 but 10");
+}
+
+#[test]
+fn run_maps_are_built_for_an_index_that_had_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = scattered_history(200);
+    {
+        let idx = Index::open(dir.path()).expect("open");
+        apply_long_history(&idx, &history);
+        // As an index of a version without run maps: none, and no version mark.
+        let cf = idx.cf("runs");
+        let mut it = idx.db.raw_iterator_cf(cf);
+        it.seek_to_first();
+        let mut batch = WriteBatch::default();
+        while let Some(k) = it.key() {
+            batch.delete_cf(cf, k);
+            it.next();
+        }
+        drop(it);
+        idx.db.write(batch).expect("delete run maps");
+        assert_eq!(
+            idx.plan("d", 0, LONG_BLOCKS, 200)
+                .expect("plan")
+                .mapped_runs,
+            0
+        );
+    }
+    let idx = Index::open(dir.path()).expect("reopen");
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
+    assert_plan_replays(&plan, &history, 200);
+    assert_eq!(plan.mapped_runs, 6, "runs 0, 64 and 128 on each half");
+    assert!(
+        idx.run_map("d", 0, 192).expect("map").is_none(),
+        "the last run may grow"
+    );
+}

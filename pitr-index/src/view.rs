@@ -143,6 +143,11 @@ impl<'a> View<'a> {
 }
 
 impl View<'_> {
+    /// Number of values, from the header alone.
+    pub fn len(&self) -> u64 {
+        (0..self.size).map(|i| self.cardinality(i) as u64).sum()
+    }
+
     /// Number of values of container `i`.
     fn cardinality(&self, i: usize) -> usize {
         usize::from(u16_at(self.header, i * 4 + 2)) + 1
