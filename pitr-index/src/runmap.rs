@@ -259,8 +259,6 @@ impl Index {
         disk: u32,
         seq: u64,
     ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf("runs"), summary::key(domain, disk, seq))?)
+        self.run_value("runs", domain, disk, seq)
     }
 }

@@ -118,9 +118,20 @@ impl Index {
         disk: u32,
         seq: u64,
     ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
+        self.run_value("summaries", domain, disk, seq)
+    }
+
+    /// The value in `family` (keyed by run) of `disk`'s run holding `seq`, if any.
+    pub(crate) fn run_value(
+        &self,
+        family: &str,
+        domain: &str,
+        disk: u32,
+        seq: u64,
+    ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
         Ok(self
             .db
-            .get_pinned_cf(self.cf("summaries"), key(domain, disk, seq))?)
+            .get_pinned_cf(self.cf(family), key(domain, disk, seq))?)
     }
 
     /// Builds the summaries of an index made before they existed, once.

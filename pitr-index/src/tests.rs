@@ -441,6 +441,20 @@ proptest! {
     }
 }
 
+/// Deletes every key of column family `name`, as in an index made before it existed.
+fn clear_family(idx: &Index, name: &str) {
+    let cf = idx.cf(name);
+    let mut it = idx.db.raw_iterator_cf(cf);
+    it.seek_to_first();
+    let mut batch = WriteBatch::default();
+    while let Some(k) = it.key() {
+        batch.delete_cf(cf, k);
+        it.next();
+    }
+    drop(it);
+    idx.db.write(batch).expect("clear column family");
+}
+
 #[test]
 fn summaries_are_built_for_an_index_that_had_none() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -456,16 +470,7 @@ fn summaries_are_built_for_an_index_that_had_none() {
         let idx = Index::open(dir.path()).expect("open");
         apply_long_history(&idx, &history);
         // As an index of a version without summaries: none, and no version mark.
-        let cf = idx.cf("summaries");
-        let mut it = idx.db.raw_iterator_cf(cf);
-        it.seek_to_first();
-        let mut batch = WriteBatch::default();
-        while let Some(k) = it.key() {
-            batch.delete_cf(cf, k);
-            it.next();
-        }
-        drop(it);
-        idx.db.write(batch).expect("delete summaries");
+        clear_family(&idx, "summaries");
     }
     let idx = Index::open(dir.path()).expect("reopen");
     let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
@@ -722,16 +727,7 @@ fn run_maps_are_built_for_an_index_that_had_none() {
         let idx = Index::open(dir.path()).expect("open");
         apply_long_history(&idx, &history);
         // As an index of a version without run maps: none, and no version mark.
-        let cf = idx.cf("runs");
-        let mut it = idx.db.raw_iterator_cf(cf);
-        it.seek_to_first();
-        let mut batch = WriteBatch::default();
-        while let Some(k) = it.key() {
-            batch.delete_cf(cf, k);
-            it.next();
-        }
-        drop(it);
-        idx.db.write(batch).expect("delete run maps");
+        clear_family(&idx, "runs");
         assert_eq!(
             idx.plan("d", 0, LONG_BLOCKS, 200)
                 .expect("plan")
