@@ -14,6 +14,7 @@
 
 use roaring::RoaringBitmap;
 use rocksdb::WriteBatch;
+use tidemark_format::segment::bitmap_from;
 
 use crate::summary::{self, RUN_BITS};
 use crate::view::View;
@@ -163,8 +164,7 @@ impl Index {
             if touched > MAX_BLOCKS {
                 return Ok(());
             }
-            let (written, zeroed) = values::decode_bitmaps(v)?;
-            members.push((seq, written, zeroed));
+            members.push((seq, bitmap_from(w)?, bitmap_from(z)?));
             it.next();
         }
         it.status()?;
@@ -184,7 +184,7 @@ impl Index {
         let seqs: Vec<u64> = members.iter().map(|(s, _, _)| *s).collect();
         batch.put_cf(
             self.cf("runs"),
-            keys::disk_seq(domain, disk, run),
+            summary::key(domain, disk, run),
             encode(&seqs, &entries),
         );
         Ok(())
