@@ -18,9 +18,9 @@
 # Environment: BENCH_DIR (work dir, default: new dir under /tmp), BENCH_SIZE (default
 # 2GiB), BENCH_REPEAT (rounds, default 3), BENCH_SEED, BENCH_FRACTION (blocks changed
 # before the second point, default 0.02), BENCH_PEERS (default "restic borg casync"; any
-# subset, may be empty), BENCH_CACHE (cold, the default: every restore and cp reads its
-# input from the disk, as a restore long after the protect does; warm: from whatever
-# the page cache holds by then), BENCH_NO_BUILD=1 (use the release binaries as they are, no
+# subset, may be empty), BENCH_CACHE (cold, the default: every protect, restore and cp
+# reads its input from the disk, as an agent reading a VM's disk and a restore long after
+# the protect do; warm: from whatever the page cache holds by then), BENCH_NO_BUILD=1 (use the release binaries as they are, no
 # cargo build), CARGO_TARGET_DIR (default $HOME/.cache/tidemark-target).
 # Installs GNU time and the peers (Debian packages restic, borgbackup, casync) with
 # apt-get when missing. Writes $BENCH_DIR/results.md; every sample is in
@@ -61,6 +61,9 @@ export BORG_BASE_DIR=$REPOS/borg-base BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK
 read -ra PEERS <<<"$BENCH_PEERS"
 TOOLS=(tidemark "${PEERS[@]}")         # what protects and restores
 CONTENDERS=("${TOOLS[@]}" cp cp+fsync) # what writes a restored image
+# The peers do not fsync what they restore (tidemark does): "PEER+fsync" is the peer's
+# restore plus the fsync of its image right after it, the like-for-like durable restore.
+DURABLE=("${PEERS[@]/%/+fsync}")
 STEPS=("full protect" "incremental protect" "restore point 1" "restore point 2")
 
 declare -A TIMES=() RSS=() # "step: tool" -> samples (space separated)
@@ -71,6 +74,7 @@ declare -A SHA=()          # N -> sha256 of the image at point N
 LAST_OUT=""                # stdout of the last measured command
 EVICT_LEFT=""              # bytes still cached after each eviction (cold restores)
 ROUND=0 SIZE=0
+FLOOR=()                   # N -> seconds the disk took to move a restore of point N (see disk_floor)
 TM_STORE=0 TM_INDEX=0      # tidemark store and index bytes after both points, last round
 
 BENCH_NAME=e2e
@@ -175,6 +179,7 @@ init() {
 protect() {
 	local tool=$1 n=$2 label
 	label="$([[ $n == 1 ]] && echo full || echo incremental) protect: $tool"
+	[[ $BENCH_CACHE == warm ]] || evict "$IMG"
 	case $tool in
 	tidemark)
 		measure "$label" "$TIDEMARK" --data-dir "$REPOS/tidemark" protect --domain "$DOMAIN" --disk "vm0=$IMG"
@@ -216,9 +221,46 @@ restore() {
 	# restic and borg recreate the image's absolute path under the target.
 	file=$(find "$OUT" -type f)
 	[[ -n $file && $file != *$'\n'* ]] || die "$label: expected one restored file in $OUT, found: ${file:-none}"
+	case $who in restic | borg | casync) durable "$label" "$file" ;; esac
 	[[ $(sha256 "$file") == "${SHA[$n]}" ]] || die "$label: sha256 of $file differs from the image at point $n"
 	ALLOC[$label]=$(allocated "$file")
 	rm -rf "$OUT"
+}
+
+# durable LABEL FILE: fsyncs FILE, just restored by LABEL's peer, and records LABEL's
+# time plus the fsync's as "LABEL+fsync". No sync comes first: the fsync is what the
+# restore left to do.
+durable() {
+	local t0 t1 secs
+	t0=$(date +%s.%N)
+	sync "$2"
+	t1=$(date +%s.%N)
+	secs=$(awk -v r="$(last_word "${TIMES[$1]}")" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", r + b - a}')
+	TIMES[$1+fsync]+="$secs "
+	RSS[$1+fsync]+="$(last_word "${RSS[$1]}") "
+	printf '%s\t%s\t%s\t%s\n' "$ROUND" "$1+fsync" "$secs" "$(last_word "${RSS[$1]}")" >>"$LOG/samples.tsv"
+	log "$1+fsync: ${secs} s"
+}
+
+last_word() { awk '{print $NF}' <<<"$1"; }
+
+# disk_floor N: how long the disk takes to move what a restore of point N moves, with no
+# CPU work: tidemark's packs read with O_DIRECT while the restored image's data bytes are
+# written with O_DIRECT to a scratch file (and fsynced), at once. A restore cannot beat
+# it on this disk, whatever the CPU does. The packs of both points are read: point 1 needs
+# fewer, so its floor is an upper bound.
+disk_floor() {
+	local n=$1 bytes scratch=$BENCH_DIR/floor.bin t0 t1
+	bytes=$(json_num "$LOG/tidemark-restore-$n.json" data_bytes)
+	evict "$REPOS/tidemark"
+	t0=$(date +%s.%N)
+	find "$REPOS/tidemark/store" -name '*.pack' -print0 |
+		xargs -0 -r -P4 -I{} dd if={} of=/dev/null bs=16M iflag=direct status=none &
+	dd if=/dev/zero of="$scratch" bs=1M count="$((bytes >> 20))" oflag=direct conv=fsync status=none
+	wait
+	t1=$(date +%s.%N)
+	rm -f "$scratch"
+	FLOOR[n]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') "
 }
 
 # repo_bytes TOOL: bytes of TOOL's repository (tidemark: store and index).
@@ -241,6 +283,7 @@ round() {
 	TM_INDEX=$(du -sb "$REPOS/tidemark/index" | cut -f1)
 	for n in 1 2; do
 		for tool in "${contenders[@]}"; do restore "$tool" "$n"; done
+		disk_floor "$n"
 	done
 }
 
@@ -248,6 +291,7 @@ name() {
 	case $1 in
 	cp) echo "cp --sparse=never" ;;
 	cp+fsync) echo "cp --sparse=never + fsync" ;;
+	*+fsync) echo "${1%+fsync} + fsync" ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -261,7 +305,7 @@ command_table() {
 	echo "|---|---|---:|---:|---:|---:|---:|"
 	for step in "${STEPS[@]}"; do
 		list=("${TOOLS[@]}")
-		[[ $step == restore* ]] && list=("${CONTENDERS[@]}")
+		[[ $step == restore* ]] && list=("${CONTENDERS[@]}" "${DURABLE[@]}")
 		for who in "${list[@]}"; do
 			label="$step: $who"
 			awk -v step="$step" -v who="$(name "$who")" -v n="$(wc -w <<<"${TIMES[$label]}")" \
@@ -286,7 +330,7 @@ ratio() {
 
 ratio_table() {
 	local step who row head="| step |" rule="|---|"
-	local others=(cp cp+fsync "${PEERS[@]}")
+	local others=(cp cp+fsync "${PEERS[@]}" "${DURABLE[@]}")
 	for who in "${others[@]}"; do
 		head+=" tidemark ÷ $(name "$who") |"
 		rule+="---:|"
@@ -308,6 +352,19 @@ stored_table() {
 	for tool in "${TOOLS[@]}"; do
 		awk -v tool="$tool" -v b="$(median "${STORED[$tool]}")" -v tm="$tm" -v all="${STORED[$tool]% }" \
 			'BEGIN {printf "| %s | %.0f | %.2f | %s |\n", tool, b, b / tm, all}'
+	done
+}
+
+# floor_table: each point's restore set against what the disk alone needs (disk_floor).
+floor_table() {
+	local n t f
+	echo "| restore | tidemark median s | disk floor median s (per round) | floor ÷ tidemark |"
+	echo "|---|---:|---:|---:|"
+	for n in 1 2; do
+		t=$(median_secs "restore point $n: tidemark")
+		f=$(median "${FLOOR[$n]}")
+		awk -v n="$n" -v t="$t" -v f="$f" -v all="${FLOOR[$n]% }" \
+			'BEGIN {printf "| point %s | %.2f | %.2f (%s) | %.2f |\n", n, t, f, all, f / t}'
 	done
 }
 
@@ -351,6 +408,8 @@ target_table() {
 	for step in "restore point 1" "restore point 2"; do
 		target "$step: tidemark ÷ cp throughput" "$(ratio "$step" cp)" ">=" 0.8
 		[[ -z ${TIMES[$step: restic]-} ]] || target "$step: tidemark ÷ restic throughput" "$(ratio "$step" restic)" ">=" 3
+		[[ -z ${TIMES[$step: restic+fsync]-} ]] ||
+			target "$step: tidemark ÷ (restic + fsync) throughput" "$(ratio "$step" restic+fsync)" ">=" 3
 	done
 	[[ -z ${TIMES[full protect: borg]-} ]] || target "full protect: tidemark ÷ borg throughput" "$(ratio "full protect" borg)" ">=" 2
 	target "tidemark stored / (full new_bytes + incremental changed_bytes)" "$(store_ratio)" "<=" 1.05
@@ -392,6 +451,8 @@ report() {
 		echo
 		ratio_table
 		echo
+		floor_table
+		echo
 		stored_table
 		echo
 		figure_table
@@ -403,17 +464,22 @@ report() {
 		echo "- Rounds: $BENCH_REPEAT, each from fresh repositories; the tools' order rotates from round to round." \
 			"Peak RSS is the maximum over the runs; every sample is in log/samples.tsv."
 		if [[ $BENCH_CACHE == cold ]]; then
-			echo "- Cold restores (BENCH_CACHE=cold): before every restore and cp, every file of the repositories and" \
-				"both images was written back and dropped from the page cache (\`posix_fadvise(DONTNEED)\`), so each" \
-				"reads its input from the disk. Bytes still cached after each eviction: max $(maximum "$EVICT_LEFT")." \
-				"Protects read the image from the page cache (it was just copied into place)."
+			echo "- Cold (BENCH_CACHE=cold): before every protect the image, and before every restore and cp every file" \
+				"of the repositories and both images, was written back and dropped from the page cache" \
+				"(\`posix_fadvise(DONTNEED)\`), so each reads its input from the disk. Bytes still cached after each" \
+				"eviction: max $(maximum "$EVICT_LEFT")."
 		else
-			echo "- Warm restores (BENCH_CACHE=warm): restic's and borg's repositories and cp's image are read from the" \
-				"page cache; tidemark writes packs past the page cache, so its first restore after a protect reads from the disk."
+			echo "- Warm (BENCH_CACHE=warm): protects read the image from the page cache (it was just copied into" \
+				"place); restic's and borg's repositories and cp's image are read from the page cache; tidemark" \
+				"writes packs past the page cache, so its first restore after a protect reads from the disk."
 		fi
 		echo "- An untimed \`sync\` precedes every command."
 		echo "- tidemark fsyncs stored objects and the restored image; cp, restic, borg and casync do not" \
-			"fsync the restored image (see the + fsync row)."
+			"fsync the restored image. The + fsync rows are durable like tidemark's: cp + fsync is its own run," \
+			"a peer's + fsync is its restore plus the fsync of its image right after (no sync in between)."
+		echo "- Disk floor: tidemark's packs read with O_DIRECT (4 at a time) while as many bytes as the restored" \
+			"image holds are written with O_DIRECT and fsynced, at once, after evicting the packs; the time the" \
+			"disk alone needs to move a restore, with no CPU work. Floor ÷ tidemark is the share of it reached."
 		echo "- Every restored image was verified by sha256 against the image at that point."
 		echo "- Stored bytes are \`du -sb\` of each repository after both points (tidemark: store and index;" \
 			"casync: chunk store and both .caibx); the tools' local caches are not counted."

@@ -274,11 +274,17 @@ impl PackWriter {
     /// indexes frames of 4 KiB on average, so that filling and sealing it do not move
     /// the frames (a large pack would otherwise be copied once per doubling).
     pub fn with_capacity(id: PackId, frame_bytes: usize) -> Self {
+        Self::in_buffer(id, Vec::new(), frame_bytes)
+    }
+
+    /// As `with_capacity`, in `buf` (cleared): the bytes of an earlier pack, whose
+    /// memory is already mapped, so that filling this one takes no page faults.
+    pub fn in_buffer(id: PackId, mut buf: Vec<u8>, frame_bytes: usize) -> Self {
+        buf.clear();
+        buf.reserve(frame_bytes + frame_bytes / 4096 * ENTRY_LEN + PACK_FOOTER_LEN);
         PackWriter {
             id,
-            frames: Vec::with_capacity(
-                frame_bytes + frame_bytes / 4096 * ENTRY_LEN + PACK_FOOTER_LEN,
-            ),
+            frames: buf,
             entries: Vec::new(),
         }
     }
@@ -361,13 +367,30 @@ mod tests {
                 })
                 .collect()
         }];
-        let mut w = PackWriter::new(PackId(9));
-        for c in &chunks {
+        let (bytes, entries) = fill(PackWriter::new(PackId(9)), &chunks);
+        (bytes, entries, chunks)
+    }
+
+    fn fill(mut w: PackWriter, chunks: &[Vec<u8>]) -> (Vec<u8>, Vec<PackEntry>) {
+        for c in chunks {
             let (codec, frame) = encode_chunk(c, 3);
             w.push(ChunkHash::of(c), c.len() as u32, codec, &frame);
         }
-        let (bytes, entries) = w.finish();
-        (bytes, entries, chunks)
+        w.finish()
+    }
+
+    /// A pack built in the buffer of an earlier one (longer, with other bytes) is the
+    /// same pack, in the same memory.
+    #[test]
+    fn pack_in_a_used_buffer_is_the_same_pack() {
+        let (bytes, entries, chunks) = sample();
+        let mut used = vec![0xa5u8; bytes.len() * 3];
+        used.truncate(bytes.len() * 2);
+        let at = used.as_ptr();
+        let (again, again_entries) = fill(PackWriter::in_buffer(PackId(9), used, 1024), &chunks);
+        assert_eq!(again, bytes);
+        assert_eq!(again_entries, entries);
+        assert_eq!(again.as_ptr(), at, "the buffer was big enough: not moved");
     }
 
     #[test]

@@ -28,9 +28,54 @@ pub(crate) fn next_data(file: &File, pos: u64, size: u64, block: u64) -> Option<
     (start < end).then_some(start..end)
 }
 
-/// Tells the kernel the file is read once from start to end (a larger readahead).
-pub(crate) fn advise_sequential(file: &File) {
-    sys::advise_sequential(file)
+/// Turns the kernel's own readahead off for `file`: it reads past the end of a data
+/// range into the hole after it, and ext4 then zeroes a fresh page-cache page for every
+/// block of that hole (a cold full protect of the benchmark's image spent 2.0 – 2.4 s
+/// of system time, against 1.2 – 1.4 s without). The scan asks for exactly the data it
+/// will read instead (`ReadAhead`).
+pub(crate) fn advise_random(file: &File) {
+    sys::advise(file, 0..0, sys::RANDOM)
+}
+
+/// The scan's own readahead: the data ranges (never the holes) of a file, asked for
+/// ahead of the reads (`posix_fadvise(WILLNEED)`), across holes too, so that the disk
+/// works while the blocks already read are hashed.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    /// Everything before this was asked for, or is a hole.
+    asked: u64,
+}
+
+impl ReadAhead {
+    /// Asks for the data of `file` before `until` that was not asked for yet.
+    pub fn ask(&mut self, file: &File, until: u64, size: u64, block: u64) {
+        self.ask_with(file, until, size, block, |range| {
+            sys::advise(file, range, sys::WILL_NEED)
+        })
+    }
+
+    /// `ask`, with `advise` taking each range asked for.
+    fn ask_with(
+        &mut self,
+        file: &File,
+        until: u64,
+        size: u64,
+        block: u64,
+        mut advise: impl FnMut(Range<u64>),
+    ) {
+        while self.asked < until.min(size) {
+            let Some(data) = next_data(file, self.asked, size, block) else {
+                self.asked = size;
+                return;
+            };
+            if data.start >= until {
+                return;
+            }
+            let end = data.end.min(until);
+            advise(data.start..end);
+            self.asked = end;
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -59,10 +104,20 @@ mod sys {
         }
     }
 
-    pub fn advise_sequential(file: &File) {
+    pub const RANDOM: libc::c_int = libc::POSIX_FADV_RANDOM;
+    pub const WILL_NEED: libc::c_int = libc::POSIX_FADV_WILLNEED;
+
+    /// `posix_fadvise` of `range` (`0..0`: the whole file).
+    pub fn advise(file: &File, range: std::ops::Range<u64>, advice: libc::c_int) {
+        let (Ok(offset), Ok(len)) = (
+            libc::off_t::try_from(range.start),
+            libc::off_t::try_from(range.end - range.start),
+        ) else {
+            return;
+        };
         // SAFETY: as in `seek`. The advice is only a hint, so a failure is ignored.
         unsafe {
-            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+            libc::posix_fadvise(file.as_raw_fd(), offset, len, advice);
         }
     }
 }
@@ -75,7 +130,10 @@ mod sys {
         None
     }
 
-    pub fn advise_sequential(_: &File) {}
+    pub const RANDOM: i32 = 0;
+    pub const WILL_NEED: i32 = 0;
+
+    pub fn advise(_: &File, _: std::ops::Range<u64>, _: i32) {}
 }
 
 #[cfg(test)]
@@ -107,5 +165,48 @@ mod tests {
         assert!(covered(5 * mb, 5 * mb + 8192));
         assert!(ranges.last().is_some_and(|r| r.end <= 16 * mb));
         assert_eq!(next_data(&f, 16 * mb, 16 * mb, 4096), None);
+    }
+
+    /// The readahead asks for each byte of data once, in order, never past `until`, and
+    /// (where the file system reports holes) never for a hole.
+    #[test]
+    fn read_ahead_asks_for_data_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("img");
+        let f = File::create(&path).expect("create");
+        let mb = 1u64 << 20;
+        f.write_all_at(&vec![1u8; 2 * mb as usize], 0)
+            .expect("write");
+        f.write_all_at(&[2u8; 8192], 5 * mb).expect("write");
+        f.write_all_at(&[3u8; 4096], 12 * mb).expect("write");
+        f.set_len(16 * mb).expect("set_len");
+        let f = File::open(&path).expect("open");
+        let holes_reported = next_data(&f, 0, 16 * mb, 4096) == Some(0..2 * mb);
+
+        let mut ahead = ReadAhead::default();
+        let mut asked = Vec::new();
+        for until in [mb, mb, 6 * mb, 20 * mb, 20 * mb] {
+            let before = asked.len();
+            ahead.ask_with(&f, until, 16 * mb, 4096, |r| asked.push(r));
+            assert!(asked[before..].iter().all(|r| r.end <= until));
+        }
+        assert!(
+            asked.windows(2).all(|w| w[0].end <= w[1].start),
+            "{asked:?}"
+        );
+        let covered = |a: u64, b: u64| asked.iter().any(|r| r.start <= a && b <= r.end);
+        assert!(covered(0, mb) && covered(mb, 2 * mb));
+        assert!(covered(5 * mb, 5 * mb + 8192) && covered(12 * mb, 12 * mb + 4096));
+        if holes_reported {
+            assert_eq!(
+                asked,
+                [
+                    0..mb,
+                    mb..2 * mb,
+                    5 * mb..5 * mb + 8192,
+                    12 * mb..12 * mb + 4096
+                ]
+            );
+        }
     }
 }

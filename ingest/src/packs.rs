@@ -61,8 +61,9 @@ impl PackFiller {
             if full {
                 self.flush()?;
             }
+            let (sink, pack_bytes) = (&self.sink, self.pack_bytes);
             let pack = self.pack.get_or_insert_with(|| {
-                PackWriter::with_capacity(PackId(rand::random()), self.pack_bytes)
+                PackWriter::in_buffer(PackId(rand::random()), sink.spare(), pack_bytes)
             });
             let e = pack.push(f.hash, raw.len() as u32, codec_of(&f.frame), bytes);
             self.out.new_chunks.push((

@@ -21,6 +21,8 @@ const GROUP: u32 = 4096;
 /// Bytes read from a disk at a time (into the stream buffer, which a read can make
 /// exceed its window by this much).
 const READ_BYTES: usize = 1 << 20;
+/// How far past a read the data of the disk is asked for (`extents::ReadAhead`).
+const READ_AHEAD: u64 = 8 << 20;
 const HASH_LEN: usize = 16;
 
 fn group_key(disk: u32, group: u32) -> Vec<u8> {
@@ -86,13 +88,15 @@ impl<'a> Scan<'a> {
             path: path.to_owned(),
             source,
         };
-        extents::advise_sequential(file);
+        extents::advise_random(file);
+        let mut ahead = extents::ReadAhead::default();
         let mut pos = 0;
         while pos < size {
             let extent = extents::next_data(file, pos, size, bs).unwrap_or(size..size);
             self.hole(b, (pos / bs) as u32..(extent.start / bs) as u32)?;
             let mut at = extent.start;
             while at < extent.end {
+                ahead.ask(file, at + READ_AHEAD, size, bs);
                 // Read straight into the builder's stream buffer: changed blocks stay
                 // there, the others are dropped.
                 let want = (extent.end - at).min(READ_BYTES as u64) as usize;
