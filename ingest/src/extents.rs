@@ -141,18 +141,27 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
+    const MB: u64 = 1 << 20;
+
+    /// A sparse file of 16 MiB holding `data` (offset, bytes) and holes elsewhere, open
+    /// for reading; the directory holds it.
+    fn sparse_file(data: &[(u64, &[u8])]) -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("img");
+        let f = File::create(&path).expect("create");
+        for (at, bytes) in data {
+            f.write_all_at(bytes, *at).expect("write");
+        }
+        f.set_len(16 * MB).expect("set_len");
+        (dir, File::open(&path).expect("open"))
+    }
+
     /// Holes are skipped where the file system reports them; either way, the ranges
     /// cover every byte that is not zero.
     #[test]
     fn ranges_cover_all_data() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("img");
-        let f = File::create(&path).expect("create");
-        let mb = 1u64 << 20;
-        f.write_all_at(&[1u8; 4096], 0).expect("write");
-        f.write_all_at(&[2u8; 8192], 5 * mb).expect("write");
-        f.set_len(16 * mb).expect("set_len");
-        let f = File::open(&path).expect("open");
+        let mb = MB;
+        let (_dir, f) = sparse_file(&[(0, &[1u8; 4096]), (5 * mb, &[2u8; 8192])]);
         let mut pos = 0;
         let mut ranges = Vec::new();
         while let Some(r) = next_data(&f, pos, 16 * mb, 4096) {
@@ -171,16 +180,10 @@ mod tests {
     /// (where the file system reports holes) never for a hole.
     #[test]
     fn read_ahead_asks_for_data_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("img");
-        let f = File::create(&path).expect("create");
-        let mb = 1u64 << 20;
-        f.write_all_at(&vec![1u8; 2 * mb as usize], 0)
-            .expect("write");
-        f.write_all_at(&[2u8; 8192], 5 * mb).expect("write");
-        f.write_all_at(&[3u8; 4096], 12 * mb).expect("write");
-        f.set_len(16 * mb).expect("set_len");
-        let f = File::open(&path).expect("open");
+        let mb = MB;
+        let first = vec![1u8; 2 * mb as usize];
+        let (_dir, f) =
+            sparse_file(&[(0, &first), (5 * mb, &[2u8; 8192]), (12 * mb, &[3u8; 4096])]);
         let holes_reported = next_data(&f, 0, 16 * mb, 4096) == Some(0..2 * mb);
 
         let mut ahead = ReadAhead::default();
