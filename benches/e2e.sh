@@ -20,8 +20,9 @@
 # before the second point, default 0.02), BENCH_PEERS (default "restic borg casync"; any
 # subset, may be empty), BENCH_CACHE (cold, the default: every protect, restore and cp
 # reads its input from the disk, as an agent reading a VM's disk and a restore long after
-# the protect do; warm: from whatever the page cache holds by then), BENCH_NO_BUILD=1 (use the release binaries as they are, no
-# cargo build), CARGO_TARGET_DIR (default $HOME/.cache/tidemark-target).
+# the protect do; warm: from whatever the page cache holds by then), BENCH_NO_BUILD=1
+# (use the release binaries as they are, no cargo build), CARGO_TARGET_DIR (default
+# $HOME/.cache/tidemark-target).
 # Installs GNU time and the peers (Debian packages restic, borgbackup, casync) with
 # apt-get when missing. Writes $BENCH_DIR/results.md; every sample is in
 # $BENCH_DIR/log/samples.tsv. Needs about 6x BENCH_SIZE of free disk.
@@ -72,7 +73,7 @@ declare -A STORED=()       # tool -> repository bytes after both points, one per
 declare -A POINT=()        # toolN -> what names point N in TOOL's repository
 declare -A SHA=()          # N -> sha256 of the image at point N
 LAST_OUT=""                # stdout of the last measured command
-EVICT_LEFT=""              # bytes still cached after each eviction (cold restores)
+EVICT_LEFT=""              # bytes still cached after each eviction (cold mode)
 ROUND=0 SIZE=0
 FLOOR=()                   # N -> seconds the disk took to move a restore of point N (see disk_floor)
 TM_STORE=0 TM_INDEX=0      # tidemark store and index bytes after both points, last round
@@ -246,9 +247,10 @@ last_word() { awk '{print $NF}' <<<"$1"; }
 
 # disk_floor N: how long the disk takes to move what a restore of point N moves, with no
 # CPU work: tidemark's packs read with O_DIRECT while the restored image's data bytes are
-# written with O_DIRECT to a scratch file (and fsynced), at once. A restore cannot beat
-# it on this disk, whatever the CPU does. The packs of both points are read: point 1 needs
-# fewer, so its floor is an upper bound.
+# written with O_DIRECT to a scratch file (and fsynced), at once. An estimate, not a bound:
+# dd waits for each 1 MiB write, and a restore's buffered writes reach the disk in larger
+# pieces, so a restore can come in a little under it. The packs of both points are read:
+# point 1 needs fewer, so its floor is the higher estimate.
 disk_floor() {
 	local n=$1 bytes scratch=$BENCH_DIR/floor.bin t0 t1
 	bytes=$(json_num "$LOG/tidemark-restore-$n.json" data_bytes)
@@ -479,7 +481,8 @@ report() {
 			"a peer's + fsync is its restore plus the fsync of its image right after (no sync in between)."
 		echo "- Disk floor: tidemark's packs read with O_DIRECT (4 at a time) while as many bytes as the restored" \
 			"image holds are written with O_DIRECT and fsynced, at once, after evicting the packs; the time the" \
-			"disk alone needs to move a restore, with no CPU work. Floor ÷ tidemark is the share of it reached."
+			"disk alone needs to move a restore, with no CPU work (an estimate: dd waits for each 1 MiB write)." \
+			"Floor ÷ tidemark near 1: the restore runs at the disk's speed."
 		echo "- Every restored image was verified by sha256 against the image at that point."
 		echo "- Stored bytes are \`du -sb\` of each repository after both points (tidemark: store and index;" \
 			"casync: chunk store and both .caibx); the tools' local caches are not counted."
