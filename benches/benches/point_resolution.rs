@@ -16,9 +16,10 @@
 //! - `floor/random_newest`: the memory-bound floor of `random/newest` on this machine,
 //!   to report the plan as a ratio against it: only the test-and-set of each block
 //!   in the walk's bitset of its half of the disk (two threads, 16 MiB each, huge
-//!   pages), run after run, each run's blocks ascending and prefetched a few ahead as
-//!   the walk reads a run map, with the blocks already in memory: no reading, no
-//!   parsing, no plan. (The walk reads the newest, unfinished run segment by segment.)
+//!   pages), era after era and then run after run, as the walk reads era maps and
+//!   run maps, each era's or run's blocks ascending and prefetched a few ahead, with
+//!   the blocks already in memory: no reading, no parsing, no plan. (The walk reads
+//!   the newest, unfinished run segment by segment.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +41,8 @@ const HOT_SET: u32 = 20_000;
 const ROLLBACK: u64 = 100;
 /// log2 of the seqs of one run map (and union summary) of the index.
 const RUN_BITS: u32 = 6;
+/// log2 of the seqs of one era map of the index.
+const ERA_BITS: u32 = 12;
 const DOMAIN: &str = "bench";
 
 /// Counts the bytes the Rust heap holds, and their peak since the last reset.
@@ -93,6 +96,8 @@ static ALLOC: Counting = Counting;
 
 /// An index of `SEGMENTS` segments whose dirty blocks are drawn from `0..range` (plus
 /// `offset`), 1% of them zeroed; and the blocks each segment touched, ascending.
+/// Prints the median time to index a segment, and the slowest ones: those that build
+/// the maps of an era.
 fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> (Index, Vec<Vec<u32>>) {
     let index = Index::open(dir).expect("open index");
     index
@@ -100,6 +105,7 @@ fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> (Index, V
         .expect("domain");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut touched = Vec::new();
+    let mut took = Vec::new();
     for seq in 1..=SEGMENTS {
         let mut written = RoaringBitmap::new();
         let mut zeroed = RoaringBitmap::new();
@@ -113,6 +119,7 @@ fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> (Index, V
         }
         zeroed -= &written;
         touched.push((&written | &zeroed).iter().collect());
+        let started = Instant::now();
         let indexed = index
             .apply_segment(
                 &segment(DOMAIN, seq, SegmentKind::Delta, written, zeroed),
@@ -122,20 +129,39 @@ fn chain(dir: &std::path::Path, seed: u64, offset: u32, range: u32) -> (Index, V
                 &[],
             )
             .expect("apply segment");
+        took.push((started.elapsed(), seq));
         assert!(indexed);
     }
+    took.sort_unstable();
+    eprintln!(
+        "{}: a segment indexed in {:?} (median); slowest {:?}; index {:.1} MiB",
+        dir.display(),
+        took[took.len() / 2].0,
+        &took[took.len() - 3..],
+        index.size_bytes() as f64 / (1 << 20) as f64,
+    );
     (index, touched)
 }
 
-/// For each half of the disk, the blocks each run of segments touched (the seqs one
-/// run map covers), ascending and numbered from the half's start; the newest run last.
+/// For each half of the disk, the blocks each finished era of segments touched, then
+/// each run of the rest (the seqs one era map or run map covers), ascending and
+/// numbered from the half's start; the newest run last.
 fn halves(segments: &[Vec<u32>]) -> [Vec<Vec<u32>>; 2] {
     let half = BLOCKS / 2;
+    // Eras below this seq are finished: a later segment exists.
+    let mapped_eras = segments.len() as u64 >> ERA_BITS << ERA_BITS;
+    let group = |seq: u64| {
+        if seq < mapped_eras {
+            seq >> ERA_BITS
+        } else {
+            (mapped_eras >> ERA_BITS) + ((seq - mapped_eras) >> RUN_BITS)
+        }
+    };
     [false, true].map(|upper| {
         let mut runs: Vec<Vec<u32>> = Vec::new();
         for (i, seg) in segments.iter().enumerate() {
             let seq = i as u64 + 1;
-            let run = (seq >> RUN_BITS) as usize;
+            let run = group(seq) as usize;
             runs.resize_with(run + 1, Vec::new);
             let mine = seg.iter().filter(|b| (**b >= half) == upper);
             runs[run].extend(mine.map(|b| b % half));
@@ -148,15 +174,17 @@ fn halves(segments: &[Vec<u32>]) -> [Vec<Vec<u32>>; 2] {
     })
 }
 
-/// Tests and sets every block of `runs` (one half's, newest last) in the walk's own
-/// bitset of the half, each run's ascending and asked for a few blocks ahead as the
-/// walk reads a run map, and returns how many were new. See `floor/random_newest`.
+/// Tests and sets every block of `runs` (one half's eras and runs, newest last) in the
+/// walk's own bitset of the half, each one's ascending, as the walk reads a map (a
+/// run's blocks asked for a few ahead; an era's are dense enough for the CPU's own
+/// prefetcher), and returns how many were new. See `floor/random_newest`.
 fn mask_floor(runs: &[Vec<u32>]) -> u64 {
     const AHEAD: usize = 16;
+    let eras = (SEGMENTS >> ERA_BITS) as usize;
     let mut mask = BlockMask::with_limit(u64::from(BLOCKS / 2));
-    for run in runs.iter().rev() {
+    for (g, run) in runs.iter().enumerate().rev() {
         for (i, b) in run.iter().enumerate() {
-            if let Some(next) = run.get(i + AHEAD) {
+            if let Some(next) = run.get(i + AHEAD).filter(|_| g >= eras) {
                 mask.prefetch(*next);
             }
             mask.insert(*b);
@@ -182,10 +210,12 @@ fn measure_once(name: &str, plan: impl FnOnce() -> DiskPlan) -> DiskPlan {
     let took = started.elapsed();
     let heap = PEAK.load(Ordering::Relaxed) - held;
     eprintln!(
-        "{name}: {took:?} once; {} segments read from, {} runs skipped, {} data blocks, {} zeroed; \
-         peak heap {:.1} MiB",
+        "{name}: {took:?} once; {} segments read from, {} runs skipped, {} runs and {} eras \
+         mapped, {} data blocks, {} zeroed; peak heap {:.1} MiB",
         p.reads.len(),
         p.skipped_runs,
+        p.mapped_runs,
+        p.mapped_eras,
         p.data_blocks(),
         p.zeroed.len(),
         heap as f64 / (1 << 20) as f64,

@@ -11,6 +11,7 @@
 //!
 //! [`sync`] fills the index from the bucket: tailing the log, crash recovery, rebuild.
 
+mod eramap;
 mod guards;
 mod keys;
 mod manifest;
@@ -47,6 +48,7 @@ const CFS: &[&str] = &[
     "bitmaps",
     "summaries",
     "runs",
+    "eras",
     "streams",
     "chunks",
     "refs",
@@ -156,6 +158,7 @@ impl Index {
         };
         index.ensure_summaries()?;
         index.ensure_run_maps()?;
+        index.ensure_era_maps()?;
         Ok(index)
     }
 

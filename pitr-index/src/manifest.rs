@@ -2,14 +2,14 @@
 //! same change on the owner that ran GC, on every site that follows the log, and in a
 //! rebuild, so that every index of a domain agrees with the bucket.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use tidemark_format::{ChunkHash, Manifest, PackEntry, PackId, Segment};
 
 use crate::{
-    keys, summary, values, ChunkLocation, ExclusiveGuard, Index, IndexError, PackInfo, Result,
-    SegmentMeta,
+    eramap, keys, summary, values, ChunkLocation, ExclusiveGuard, Index, IndexError, PackInfo,
+    Result, SegmentMeta,
 };
 
 /// Key in a domain's `state` of the GC epoch its index reflects.
@@ -241,16 +241,26 @@ impl Index {
         );
         let _summaries = self.lock_summaries();
         self.db.write(batch)?;
-        // The runs whose members changed lost their maps in the batch; those that are
-        // finished get new ones after it (a crash in between only leaves them
-        // without: plans then walk their bitmaps).
+        // The runs whose members changed lost their maps in the batch, and so did
+        // their eras; those that are finished get new ones after it, the eras from
+        // the runs' new maps (a crash in between only leaves them without: plans then
+        // walk their bitmaps).
         let mut maps = WriteBatch::default();
+        let mut changed_eras = BTreeSet::new();
         for (disk, run) in changed_runs {
             if self.run_is_finished(d, disk, run)? {
                 self.map_run(&mut maps, d, disk, run)?;
             }
+            changed_eras.insert((disk, eramap::era_start(run)));
         }
         self.db.write(maps)?;
+        for (disk, era) in changed_eras {
+            if self.era_is_finished(d, disk, era)? {
+                let mut maps = WriteBatch::default();
+                self.map_era(&mut maps, d, disk, era, None)?;
+                self.db.write(maps)?;
+            }
+        }
         Ok(true)
     }
 

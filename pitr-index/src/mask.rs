@@ -61,13 +61,21 @@ impl BlockMask {
 
     /// Adds `block` (below the limit); whether it was not in the set yet.
     pub fn insert(&mut self, block: u32) -> bool {
+        let new = self.insert_uncounted(block);
+        self.len += u64::from(new);
+        new
+    }
+
+    /// Like [`BlockMask::insert`], but leaves the count to the caller's
+    /// [`BlockMask::add_len`]: a pass over millions of blocks keeps it in a register,
+    /// where updating it in memory made each insert wait for the last one's store.
+    pub fn insert_uncounted(&mut self, block: u32) -> bool {
         let Some(w) = self.words.get_mut(block as usize >> 6) else {
             return false;
         };
         let bit = 1u64 << (block & 63);
         let new = *w & bit == 0;
         *w |= bit;
-        self.len += u64::from(new);
         new
     }
 }
@@ -83,14 +91,16 @@ fn prefetch_read(w: &u64) {
 #[cfg(not(target_arch = "x86_64"))]
 fn prefetch_read(_w: &u64) {}
 
+/// Asks the kernel to back the whole 2 MiB pages of `memory` with huge pages, before it
+/// is first touched: one page fault per 2 MiB instead of 512.
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(words: &[u64]) {
+pub(crate) fn advise_huge_pages<T>(memory: &[T]) {
     const HUGE: usize = 2 << 20;
-    let (start, len) = (words.as_ptr() as usize, std::mem::size_of_val(words));
+    let (start, len) = (memory.as_ptr() as usize, std::mem::size_of_val(memory));
     let aligned = start.next_multiple_of(HUGE);
     let end = (start + len) / HUGE * HUGE;
     if end > aligned {
-        // SAFETY: the range lies within `words`' allocation; MADV_HUGEPAGE changes how
+        // SAFETY: the range lies within `memory`'s allocation; MADV_HUGEPAGE changes how
         // the kernel backs it, never its contents. Failure only loses the speed-up.
         unsafe {
             libc::madvise(
@@ -103,7 +113,7 @@ fn advise_huge_pages(words: &[u64]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_words: &[u64]) {}
+pub(crate) fn advise_huge_pages<T>(_memory: &[T]) {}
 
 /// A fixed set of blocks that a walk of some blocks resolves one by one: an
 /// open-addressing hash set (a few thousand blocks stay in the first-level cache, where
@@ -120,6 +130,8 @@ pub(crate) struct BlockSet {
     /// Whether `u32::MAX` (the empty slot's mark) is in the set, and resolved.
     max: Option<bool>,
     left: u64,
+    /// Every block of the set, ascending.
+    sorted: Vec<u32>,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -139,6 +151,7 @@ impl BlockSet {
             shift: 32 - bits,
             max: None,
             left: blocks.len(),
+            sorted: blocks.iter().collect(),
         };
         for b in blocks {
             if b == EMPTY {
@@ -162,6 +175,11 @@ impl BlockSet {
 
     fn filter_bit(&self, block: u32) -> usize {
         (block.wrapping_mul(0x85EB_CA6B) >> self.filter_shift) as usize
+    }
+
+    /// Every block of the set (resolved or not), ascending.
+    pub fn blocks(&self) -> &[u32] {
+        &self.sorted
     }
 
     /// Number of blocks not resolved yet.

@@ -2,12 +2,14 @@
 //! state of each block at a point, and which blocks changed between two points.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 use rocksdb::{Direction, IteratorMode};
 
-use crate::mask::{BlockMask, BlockSet};
-use crate::runmap::RunMap;
+use crate::eramap::{self, Slice};
+use crate::mask::{self, BlockMask, BlockSet};
+use crate::runmap::{OwnedBlocks, RunMap};
 use crate::summary::{self, Skipper};
 use crate::view::{self, Container, View};
 use crate::{keys, values, Index, IndexError, Result};
@@ -20,27 +22,64 @@ use crate::{keys, values, Index, IndexError, Result};
 #[derive(Clone, Debug, Default)]
 pub struct Blocks {
     /// Ascending.
-    low: Vec<u32>,
+    low: Part,
     /// Ascending, each above every block of `low`.
-    high: Vec<u32>,
+    high: Part,
+}
+
+/// A range of a list of blocks that several segments' [`Blocks`] may share: a walk
+/// writes the blocks of many segments into one buffer, since 10,000 lists of their own
+/// cost a page fault per 4 KiB of a 40 MB plan, and an allocation each.
+#[derive(Clone, Debug, Default)]
+struct Part {
+    list: Arc<Vec<u32>>,
+    range: Range<usize>,
+}
+
+impl Part {
+    fn whole(list: Vec<u32>) -> Part {
+        Part {
+            range: 0..list.len(),
+            list: Arc::new(list),
+        }
+    }
+
+    fn blocks(&self) -> &[u32] {
+        &self.list[self.range.clone()]
+    }
+
+    fn len(&self) -> usize {
+        self.range.len()
+    }
 }
 
 impl Blocks {
     /// The blocks of one ascending list.
     fn sorted(blocks: Vec<u32>) -> Blocks {
         Blocks {
-            low: blocks,
-            high: Vec::new(),
+            low: Part::whole(blocks),
+            high: Part::default(),
+        }
+    }
+
+    /// The blocks of `range` of `list`, ascending.
+    fn shared(list: &Arc<Vec<u32>>, range: Range<usize>) -> Blocks {
+        Blocks {
+            low: Part {
+                list: Arc::clone(list),
+                range,
+            },
+            high: Part::default(),
         }
     }
 
     /// Adds `above`, whose blocks are all above this set's.
     fn append(&mut self, above: Blocks) {
         for part in [above.low, above.high] {
-            if self.high.is_empty() {
+            if self.high.len() == 0 {
                 self.high = part;
-            } else {
-                self.high.extend(part);
+            } else if part.len() > 0 {
+                self.high = Part::whole([self.high.blocks(), part.blocks()].concat());
             }
         }
     }
@@ -52,27 +91,31 @@ impl Blocks {
 
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
-        self.low.is_empty() && self.high.is_empty()
+        self.low.len() == 0 && self.high.len() == 0
     }
 
     /// The blocks, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.low.iter().chain(&self.high).copied()
+        self.low.blocks().iter().chain(self.high.blocks()).copied()
     }
 
     /// Whether `block` is one of them.
     pub fn contains(&self, block: u32) -> bool {
-        let part = match self.high.first() {
+        let part = match self.high.blocks().first() {
             Some(first) if block >= *first => &self.high,
             _ => &self.low,
         };
-        part.binary_search(&block).is_ok()
+        part.blocks().binary_search(&block).is_ok()
     }
 
     /// Drops the blocks of `done`.
     pub fn remove_all(&mut self, done: &RoaringBitmap) {
-        self.low.retain(|b| !done.contains(*b));
-        self.high.retain(|b| !done.contains(*b));
+        for part in [&mut self.low, &mut self.high] {
+            if part.blocks().iter().any(|b| done.contains(*b)) {
+                let kept = part.blocks().iter().filter(|b| !done.contains(**b));
+                *part = Part::whole(kept.copied().collect());
+            }
+        }
     }
 
     /// The same set as a bitmap.
@@ -120,6 +163,8 @@ pub struct DiskPlan {
     pub skipped_runs: u64,
     /// Runs of segments the walk resolved from their run maps.
     pub mapped_runs: u64,
+    /// Eras of runs the walk resolved from their era maps.
+    pub mapped_eras: u64,
 }
 
 impl DiskPlan {
@@ -320,57 +365,103 @@ impl Pending {
         Ok(())
     }
 
-    /// Resolves the pending blocks of containers `keys` from a run's map, adding the
-    /// reads and zeroes of its members to `plan`, newest member first. The map's
-    /// blocks are ascending, so the mask is visited in order, and each block's word is
-    /// asked for a few blocks ahead.
-    fn take_run(
+    /// Resolves the pending blocks of containers `keys` from a run's map or the slices
+    /// of an era's (`parts`, ascending, whose owners index `seqs`), adding the reads and
+    /// zeroes of the members to `plan`, newest member first. The blocks are ascending,
+    /// so the mask is visited in order, and each block's word is asked for a few
+    /// blocks ahead.
+    fn take_mapped(
         &mut self,
-        map: &RunMap<'_>,
+        seqs: &[u64],
+        parts: &[impl OwnedBlocks],
         keys: &Range<u32>,
         plan: &mut DiskPlan,
         zero_hits: &mut ZeroHits,
     ) -> Result<()> {
         const AHEAD: usize = 16;
-        let mut end = map.lower_bound(u64::from(keys.end) << 16);
+        let corrupt = || IndexError::Corrupt("run or era map value".into());
+        let mut hi = u64::from(keys.end) << 16;
         if let Pending::Disk { blocks, .. } = self {
-            end = end.min(map.lower_bound(u64::from(*blocks)));
+            hi = hi.min(u64::from(*blocks));
         }
-        let start = map.lower_bound(u64::from(keys.start) << 16).min(end);
-        // A whole-disk walk resolves most of what a run touched: its lists are sized
-        // by that first, as growing 64 lists block by block reallocated and copied
-        // them (10% of a plan of scattered blocks). A walk of some blocks resolves few.
-        let mut touched = vec![0usize; map.members()];
+        let lo = u64::from(keys.start) << 16;
+        let ranges: Vec<Range<usize>> = parts
+            .iter()
+            .map(|p| {
+                let end = p.lower_bound(hi);
+                p.lower_bound(lo).min(end)..end
+            })
+            .collect();
+        // A whole-disk walk resolves most of what a map holds: its lists are sized by
+        // that first, as growing 64 lists block by block reallocated and copied them
+        // (10% of a plan of scattered blocks). A walk of some blocks resolves few.
+        let mut touched = vec![0usize; seqs.len()];
         if let Pending::Disk { .. } = self {
-            for i in start..end {
-                let (m, _) = map.owner(i)?;
-                touched[m] += 1;
+            for (p, r) in parts.iter().zip(&ranges) {
+                for i in r.clone() {
+                    *touched.get_mut(p.owner(i).0).ok_or_else(corrupt)? += 1;
+                }
             }
         }
         let mut reads: Vec<Vec<u32>> = touched.iter().map(|n| Vec::with_capacity(*n)).collect();
-        let mut zeroed = vec![false; map.members()];
-        let mut last = None;
-        for i in start..end {
-            let b = map.block(i);
-            if last.is_some_and(|l| l >= b) {
-                return Err(IndexError::Corrupt("run map value".into()));
-            }
-            last = Some(b);
-            let new = match self {
-                Pending::Disk { resolved, .. } => {
-                    if i + AHEAD < end {
-                        resolved.prefetch(map.block(i + AHEAD));
+        let mut zeroed = vec![false; seqs.len()];
+        let entries: usize = ranges.iter().map(Range::len).sum();
+        match self {
+            // A walk of fewer blocks than the map holds, by far (a rollback's, say):
+            // each of its pending blocks is looked up in the map, instead of testing
+            // every block of the map against the walk's set.
+            Pending::Only(left) if (left.left() as usize).saturating_mul(SEARCH) < entries => {
+                for (p, r) in parts.iter().zip(ranges) {
+                    if r.is_empty() {
+                        continue;
                     }
-                    resolved.insert(b)
+                    let (first, last) = (p.block(r.start), p.block(r.end - 1));
+                    let from = left.blocks().partition_point(|b| *b < first);
+                    let mut at = r.start;
+                    for i in from..left.blocks().len() {
+                        let b = left.blocks()[i];
+                        if b > last {
+                            break;
+                        }
+                        if !left.is_pending(b) {
+                            continue;
+                        }
+                        at = p.lower_bound_in(at..r.end, u64::from(b));
+                        if at == r.end || p.block(at) != b {
+                            continue;
+                        }
+                        // What a scan checks of the whole map, checked around each hit.
+                        let below = at > r.start && p.block(at - 1) >= b;
+                        let above = at + 1 < r.end && p.block(at + 1) <= b;
+                        if below || above {
+                            return Err(corrupt());
+                        }
+                        left.resolve(b);
+                        record(&mut reads, &mut zeroed, zero_hits, p.owner(at), b)?;
+                    }
                 }
-                Pending::Only(left) => left.resolve(b),
-            };
-            if new {
-                match map.owner(i)? {
-                    (m, false) => reads[m].push(b),
-                    (m, true) => {
-                        zero_hits.push(b);
-                        zeroed[m] = true;
+            }
+            _ => {
+                let mut last = None;
+                for (p, r) in parts.iter().zip(ranges) {
+                    for i in r.clone() {
+                        let b = p.block(i);
+                        if last.is_some_and(|l| l >= b) {
+                            return Err(corrupt());
+                        }
+                        last = Some(b);
+                        let new = match self {
+                            Pending::Disk { resolved, .. } => {
+                                if i + AHEAD < r.end {
+                                    resolved.prefetch(p.block(i + AHEAD));
+                                }
+                                resolved.insert(b)
+                            }
+                            Pending::Only(left) => left.resolve(b),
+                        };
+                        if new {
+                            record(&mut reads, &mut zeroed, zero_hits, p.owner(i), b)?;
+                        }
                     }
                 }
             }
@@ -378,15 +469,132 @@ impl Pending {
         zero_hits.take_added();
         for (m, mut blocks) in reads.into_iter().enumerate().rev() {
             if zeroed[m] {
-                plan.zeroed_by.push(map.seq(m));
+                plan.zeroed_by.push(seqs[m]);
             }
             if !blocks.is_empty() {
                 if blocks.capacity() > 2 * blocks.len() {
                     // What newer runs resolved already: not kept for the plan's life.
                     blocks.shrink_to_fit();
                 }
-                plan.reads.push((map.seq(m), Blocks::sorted(blocks)));
+                plan.reads.push((seqs[m], Blocks::sorted(blocks)));
             }
+        }
+        Ok(())
+    }
+
+    /// Resolves the pending blocks of containers `keys` from the slices of an era's map
+    /// (ascending, whose owners index `seqs`), adding the reads and zeroes of the
+    /// members to `plan`, newest member first. In a whole-disk walk the blocks in disk
+    /// order only test and set the mask, in order (an era holds several blocks per
+    /// cache line of the mask, so the CPU's own prefetcher keeps up); a member's reads
+    /// are then its lists in the slices, less the few blocks that newer segments hold,
+    /// all of them in one buffer.
+    fn take_era(
+        &mut self,
+        seqs: &[u64],
+        slices: &[Slice<'_>],
+        keys: &Range<u32>,
+        plan: &mut DiskPlan,
+        zero_hits: &mut ZeroHits,
+    ) -> Result<()> {
+        let Pending::Disk {
+            blocks, resolved, ..
+        } = self
+        else {
+            return self.take_mapped(seqs, slices, keys, plan, zero_hits);
+        };
+        let corrupt = || IndexError::Corrupt("era map value".into());
+        let lo = u64::from(keys.start) << 16;
+        let hi = (u64::from(keys.end) << 16).min(u64::from(*blocks));
+        // Per member, the blocks it wrote that newer segments hold: ascending.
+        let mut newer: Vec<Vec<u32>> = vec![Vec::new(); seqs.len()];
+        let mut zeroed = vec![false; seqs.len()];
+        let (mut last, mut written, mut added) = (None, 0, 0);
+        for p in slices {
+            let end = p.lower_bound(hi);
+            let start = p.lower_bound(lo).min(end);
+            for (b, (m, zero)) in p.entries(start..end) {
+                if last.is_some_and(|l| l >= b) {
+                    return Err(corrupt());
+                }
+                last = Some(b);
+                let new = resolved.insert_uncounted(b);
+                added += u64::from(new);
+                if m >= seqs.len() {
+                    return Err(corrupt());
+                }
+                if zero {
+                    if new {
+                        zeroed[m] = true;
+                        zero_hits.push(b);
+                    }
+                } else {
+                    written += 1;
+                    if !new {
+                        newer[m].push(b);
+                    }
+                }
+            }
+        }
+        resolved.add_len(added);
+        zero_hits.take_added();
+        // Slices that lie in `keys` whole hand out their members' lists whole.
+        let whole: Vec<bool> = slices
+            .iter()
+            .map(|p| {
+                p.len() == 0
+                    || (u64::from(p.block(0)) >= lo && u64::from(p.block(p.len() - 1)) < hi)
+            })
+            .collect();
+        let held: usize = newer.iter().map(Vec::len).sum();
+        let mut all = Vec::with_capacity(written - held.min(written));
+        mask::advise_huge_pages(all.spare_capacity_mut());
+        let mut members = Vec::new();
+        let (mut listed, mut parts) = (0, Vec::with_capacity(slices.len()));
+        for m in (0..seqs.len()).rev() {
+            if zeroed[m] {
+                plan.zeroed_by.push(seqs[m]);
+            }
+            parts.clear();
+            for (p, whole) in slices.iter().zip(&whole) {
+                let all = p.written_by(m);
+                parts.push(if *whole {
+                    all
+                } else {
+                    &all[bound(all, lo) * 4..bound(all, hi) * 4]
+                });
+            }
+            listed += parts.iter().map(|p| p.len() / 4).sum::<usize>();
+            // Each block checked to be above the last, and dropped if newer segments
+            // hold it, in one pass.
+            let (start, mut last) = (all.len(), None);
+            let mut newer = newer[m].iter().peekable();
+            for part in &parts {
+                for b in part.chunks_exact(4) {
+                    let b = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if last.is_some_and(|l| l >= b) {
+                        return Err(corrupt());
+                    }
+                    last = Some(b);
+                    if newer.next_if_eq(&&b).is_none() {
+                        all.push(b);
+                    }
+                }
+            }
+            if newer.peek().is_some() {
+                return Err(corrupt());
+            }
+            if all.len() > start {
+                members.push((seqs[m], start..all.len()));
+            }
+        }
+        let all = Arc::new(all);
+        for (seq, range) in members {
+            plan.reads.push((seq, Blocks::shared(&all, range)));
+        }
+        // The members' lists hold exactly the blocks they wrote last.
+        if listed != written {
+            return Err(corrupt());
         }
         Ok(())
     }
@@ -521,6 +729,42 @@ impl Hits for ZeroHits {
     }
 }
 
+/// Hands block `b`, resolved from a map, to its owner `m`: to its reads, or to the
+/// zeroed blocks. Inlined: as a closure called for each of millions of blocks, the
+/// call was a tenth of a walk.
+#[inline(always)]
+fn record(
+    reads: &mut [Vec<u32>],
+    zeroed: &mut [bool],
+    zero_hits: &mut ZeroHits,
+    (m, zero): (usize, bool),
+    b: u32,
+) -> Result<()> {
+    let corrupt = || IndexError::Corrupt("run or era map value".into());
+    if zero {
+        *zeroed.get_mut(m).ok_or_else(corrupt)? = true;
+        zero_hits.push(b);
+    } else {
+        reads.get_mut(m).ok_or_else(corrupt)?.push(b);
+    }
+    Ok(())
+}
+
+/// The number of blocks of `list` (u32 little-endian, ascending) below `block`.
+fn bound(list: &[u8], block: u64) -> usize {
+    let (mut lo, mut hi) = (0, list.len() / 4);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let b = &list[mid * 4..mid * 4 + 4];
+        if u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) < block {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// The first container key of `keys`, where a visit of a bitmap may start.
 fn first_key(keys: &Range<u32>) -> u16 {
     u16::try_from(keys.start).unwrap_or(u16::MAX)
@@ -539,6 +783,12 @@ fn for_each_bit(words: &[u8], limit: u32, mut f: impl FnMut(u16)) {
         }
     }
 }
+
+/// A walk of some blocks looks its pending blocks up in a run's or era's map, one by
+/// one, when the map holds this many times as many blocks; else it tests each block of
+/// the map against its set (a lookup costs about as many steps as the log2 of the
+/// map's size).
+const SEARCH: usize = 32;
 
 /// Number of roaring containers of a u32 block range.
 const CONTAINERS: u32 = 1 << 16;
@@ -578,6 +828,7 @@ fn join(mut low: DiskPlan, high: DiskPlan) -> DiskPlan {
     low.zeroed_by.dedup();
     low.skipped_runs += high.skipped_runs;
     low.mapped_runs += high.mapped_runs;
+    low.mapped_eras += high.mapped_eras;
     low
 }
 
@@ -686,8 +937,8 @@ impl Index {
         let mut it = self.db.raw_iterator_cf(self.cf("bitmaps"));
         it.seek_for_prev(keys::disk_seq(domain, plan.disk, plan.seq));
         let mut skipper = Skipper::new();
-        // The run whose map was last looked for.
-        let mut mapped = None;
+        // The run and the era whose maps were last looked for.
+        let (mut mapped, mut mapped_era) = (None, None);
         let (mut hits, mut named) = (Vec::new(), Vec::new());
         let mut zero_hits = ZeroHits::default();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -695,6 +946,27 @@ impl Index {
                 break;
             };
             let seq = keys::be_u64(seq).ok_or_else(|| IndexError::Corrupt("bitmap key".into()))?;
+            let era = eramap::era_start(seq);
+            if mapped_era != Some(era) {
+                // The first segment met of an era: as for runs below, the era's map
+                // serves if that is its newest member.
+                mapped_era = Some(era);
+                if let Some(map) = self.era_map(domain, plan.disk, seq, keys)? {
+                    let slices = map.slices()?;
+                    pending.take_era(&map.seqs, &slices, keys, &mut plan, &mut zero_hits)?;
+                    plan.mapped_eras += 1;
+                    if pending.is_empty() {
+                        break;
+                    }
+                    match era.checked_sub(1) {
+                        Some(before) => {
+                            it.seek_for_prev(keys::disk_seq(domain, plan.disk, before));
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+            }
             if skipper.should_try(seq) {
                 let skip = match self.summary(domain, plan.disk, seq)? {
                     Some(s) => !pending.touched_by(&View::new(&s)?, keys)?,
@@ -720,7 +992,14 @@ impl Index {
                 if let Some(value) = self.run_map(domain, plan.disk, seq)? {
                     let map = RunMap::parse(&value)?;
                     if map.newest() == seq {
-                        pending.take_run(&map, keys, &mut plan, &mut zero_hits)?;
+                        let parts = [map];
+                        pending.take_mapped(
+                            &parts[0].seqs(),
+                            &parts,
+                            keys,
+                            &mut plan,
+                            &mut zero_hits,
+                        )?;
                         plan.mapped_runs += 1;
                         if pending.is_empty() {
                             break;

@@ -83,30 +83,50 @@ impl<'a> RunMap<'a> {
         self.seq(self.members() - 1)
     }
 
-    /// Number of blocks.
-    pub fn len(&self) -> usize {
+    /// The members' seqs, oldest first.
+    pub fn seqs(&self) -> Vec<u64> {
+        (0..self.members()).map(|m| self.seq(m)).collect()
+    }
+}
+
+impl OwnedBlocks for RunMap<'_> {
+    fn len(&self) -> usize {
         self.owners.len()
     }
 
-    /// Block `i`.
-    pub fn block(&self, i: usize) -> u32 {
+    fn block(&self, i: usize) -> u32 {
         let b = &self.blocks[i * 4..i * 4 + 4];
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
-    /// The member that last touched block `i`, and whether it zeroed it.
-    pub fn owner(&self, i: usize) -> Result<(usize, bool)> {
+    fn owner(&self, i: usize) -> (usize, bool) {
         let o = self.owners[i];
-        let m = usize::from(o & !ZEROED);
-        if m >= self.members() {
-            return Err(corrupt());
-        }
-        Ok((m, o & ZEROED != 0))
+        (usize::from(o & !ZEROED), o & ZEROED != 0)
     }
+}
+
+/// Blocks, ascending, each with the member that last touched it: what a walk reads
+/// from a run's map or from a slice of an era's (`eramap.rs`).
+pub(crate) trait OwnedBlocks {
+    /// Number of blocks.
+    fn len(&self) -> usize;
+
+    /// Block `i`.
+    fn block(&self, i: usize) -> u32;
+
+    /// The member (an index into the map's seqs, not checked here) that last touched
+    /// block `i`, and whether it zeroed it.
+    fn owner(&self, i: usize) -> (usize, bool);
 
     /// The index of the first block at or above `block`.
-    pub fn lower_bound(&self, block: u64) -> usize {
-        let (mut lo, mut hi) = (0, self.len());
+    fn lower_bound(&self, block: u64) -> usize {
+        self.lower_bound_in(0..self.len(), block)
+    }
+
+    /// The index of the first block of `range` at or above `block` (`range.end` if
+    /// none is).
+    fn lower_bound_in(&self, range: std::ops::Range<usize>, block: u64) -> usize {
+        let (mut lo, mut hi) = (range.start, range.end);
         while lo < hi {
             let mid = (lo + hi) / 2;
             if u64::from(self.block(mid)) < block {
@@ -138,14 +158,14 @@ fn encode(members: &[u64], entries: &[(u32, u8)]) -> Vec<u8> {
 
 impl Index {
     /// Puts into `batch` the map of `disk`'s run starting at `run` from its bitmaps as
-    /// stored, if the run touches at most [`MAX_BLOCKS`] blocks.
+    /// stored, if the run touches at most [`MAX_BLOCKS`] blocks, and returns it.
     pub(crate) fn map_run(
         &self,
         batch: &mut WriteBatch,
         domain: &str,
         disk: u32,
         run: u64,
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<u8>>> {
         let prefix = keys::disk_prefix(domain, disk);
         let mut it = self.db.raw_iterator_cf(self.cf("bitmaps"));
         it.seek(keys::disk_seq(domain, disk, run));
@@ -162,14 +182,14 @@ impl Index {
             let (w, z) = values::split_bitmaps(v)?;
             touched += View::new(w)?.len() + View::new(z)?.len();
             if touched > MAX_BLOCKS {
-                return Ok(());
+                return Ok(None);
             }
             members.push((seq, bitmap_from(w)?, bitmap_from(z)?));
             it.next();
         }
         it.status()?;
         if members.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // Newest member first and, within one, written before zeroed (a walk takes
         // written blocks first); the stable sort keeps that order among equal blocks,
@@ -182,12 +202,9 @@ impl Index {
         entries.sort_by_key(|(b, _)| *b);
         entries.dedup_by_key(|(b, _)| *b);
         let seqs: Vec<u64> = members.iter().map(|(s, _, _)| *s).collect();
-        batch.put_cf(
-            self.cf("runs"),
-            summary::key(domain, disk, run),
-            encode(&seqs, &entries),
-        );
-        Ok(())
+        let map = encode(&seqs, &entries);
+        batch.put_cf(self.cf("runs"), summary::key(domain, disk, run), &map);
+        Ok(Some(map))
     }
 
     /// Whether `disk` has a segment after the run starting at `run`: then no segment
@@ -213,7 +230,26 @@ impl Index {
         {
             return Ok(());
         }
-        // (domain, disk, run) of every run of every disk, ascending.
+        let runs = self.disk_runs()?;
+        let mut batch = WriteBatch::default();
+        for pair in runs.windows(2) {
+            let ((domain, disk, run), (next_domain, next_disk, _)) = (&pair[0], &pair[1]);
+            // A disk's last run may still grow.
+            if (domain, disk) == (next_domain, next_disk) {
+                self.map_run(&mut batch, domain, *disk, *run)?;
+                if batch.len() >= 256 {
+                    self.db.write(std::mem::take(&mut batch))?;
+                }
+            }
+        }
+        batch.put_cf(self.cf("runs"), VERSION_KEY, []);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// `(domain, disk, run)` of every run of every disk that some segment touches,
+    /// ascending.
+    pub(crate) fn disk_runs(&self) -> Result<Vec<(String, u32, u64)>> {
         let mut runs: Vec<(String, u32, u64)> = Vec::new();
         let mut it = self.db.raw_iterator_cf(self.cf("bitmaps"));
         it.seek_to_first();
@@ -231,25 +267,14 @@ impl Index {
             it.next();
         }
         it.status()?;
-        let mut batch = WriteBatch::default();
-        for pair in runs.windows(2) {
-            let ((domain, disk, run), (next_domain, next_disk, _)) = (&pair[0], &pair[1]);
-            // A disk's last run may still grow.
-            if (domain, disk) == (next_domain, next_disk) {
-                self.map_run(&mut batch, domain, *disk, *run)?;
-                if batch.len() >= 256 {
-                    self.db.write(std::mem::take(&mut batch))?;
-                }
-            }
-        }
-        batch.put_cf(self.cf("runs"), VERSION_KEY, []);
-        self.db.write(batch)?;
-        Ok(())
+        Ok(runs)
     }
 
-    /// Deletes in `batch` the map of `disk`'s run holding `seq`, whose members change.
+    /// Deletes in `batch` the maps of `disk`'s run and era holding `seq`, whose members
+    /// change.
     pub(crate) fn forget_run_map(&self, batch: &mut WriteBatch, domain: &str, disk: u32, seq: u64) {
         batch.delete_cf(self.cf("runs"), summary::key(domain, disk, seq));
+        self.forget_era_map(batch, domain, disk, seq);
     }
 
     /// The stored map of `disk`'s run holding `seq`, if it has one.

@@ -9,7 +9,7 @@
 use roaring::RoaringBitmap;
 use rocksdb::{MergeOperands, WriteBatch};
 
-use crate::{keys, Index, Result};
+use crate::{eramap, keys, Index, Result};
 
 /// log2 of the number of seqs a summary covers.
 pub(crate) const RUN_BITS: u32 = 6;
@@ -75,7 +75,7 @@ impl Index {
 
     /// When segment `seq` is the first of its run to touch `disk`, puts the summary of
     /// the disk's previous run back as one value into `batch`, and that run's map
-    /// (`runmap.rs`); called with [`Index::lock_summaries`] held until `batch` is
+    /// (`runmap.rs`), and its era's map if that era is finished too (`eramap.rs`); called with [`Index::lock_summaries`] held until `batch` is
     /// written. Until RocksDB compacts them, a summary is one merge operand per
     /// segment, and each read of it merged up to 64 bitmaps again: a quarter of a
     /// plan's time on a history of scattered writes (issue 7). Segments arrive in seq
@@ -107,7 +107,12 @@ impl Index {
         if let Some(folded) = self.db.get_pinned_cf(self.cf("summaries"), &run)? {
             batch.put_cf(self.cf("summaries"), &run, &*folded);
         }
-        self.map_run(batch, domain, disk, run_start(prev))
+        let map = self.map_run(batch, domain, disk, run_start(prev))?;
+        if !eramap::same_era(prev, seq) {
+            let fresh = Some((run_start(prev), map.as_deref()));
+            self.map_era(batch, domain, disk, eramap::era_start(prev), fresh)?;
+        }
+        Ok(())
     }
 
     /// The summary of the run holding `seq`, as stored (None if no segment of the run

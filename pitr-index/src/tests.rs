@@ -522,6 +522,8 @@ fn summaries_skip_runs_that_hold_nothing_pending() {
         .collect();
     history.push(((0..8).collect(), RoaringBitmap::new()));
     apply_long_history(&idx, &history);
+    // Era maps would resolve the finished eras before their summaries are read.
+    clear_family(&idx, "eras");
     // Whole disk: after segment 301 every later-met segment is resolved already, so
     // the runs below 301's own are skipped (the walk reads one segment of its run first).
     let plan = idx.plan("d", 0, LONG_BLOCKS, 301).expect("plan");
@@ -589,15 +591,16 @@ fn finished_runs_are_resolved_from_their_maps() {
     let history = scattered_history(200);
     apply_long_history(&idx, &history);
     // Runs 0 – 63, 64 – 127 and 128 – 191 are finished and mapped; 192 – 255 is not.
+    // So is the era 0 – 127 (unit tests' eras are two runs); 128 – 255 is not.
     let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
     assert_plan_replays(&plan, &history, 200);
-    // Each half of the disk walks the three maps.
-    assert_eq!(plan.mapped_runs, 6);
+    // Each half of the disk walks the map of the run 128 – 191 and the era's.
+    assert_eq!((plan.mapped_runs, plan.mapped_eras), (2, 2));
     // Inside a finished run, the run's own map would hold later segments: walked one
     // by one, and the run below from its map.
     let plan = idx.plan("d", 0, LONG_BLOCKS, 100).expect("plan");
     assert_plan_replays(&plan, &history, 100);
-    assert_eq!(plan.mapped_runs, 2);
+    assert_eq!((plan.mapped_runs, plan.mapped_eras), (2, 0));
     // Plans of some blocks use them too.
     let some: RoaringBitmap = [0, 3, 1030, 60_005, 150_010, 7].into_iter().collect();
     let part = idx.plan_blocks("d", 0, &some, 150).expect("plan blocks");
@@ -610,7 +613,171 @@ fn finished_runs_are_resolved_from_their_maps() {
             .map(|(s, _)| *s);
         assert_eq!(got, state.get(&b).copied().flatten(), "block {b}");
     }
+    assert!(part.mapped_eras > 0);
+    let part = idx.plan_blocks("d", 0, &some, 120).expect("plan blocks");
+    let state = replay(&history, 120);
+    for b in &some {
+        let got = part
+            .reads
+            .iter()
+            .find(|(_, h)| h.contains(b))
+            .map(|(s, _)| *s);
+        assert_eq!(got, state.get(&b).copied().flatten(), "block {b}");
+    }
     assert!(part.mapped_runs > 0);
+}
+
+#[test]
+fn finished_eras_are_resolved_from_their_maps() {
+    let (_dir, idx) = open();
+    let history = scattered_history(300);
+    apply_long_history(&idx, &history);
+    let whole = 0..1 << 16;
+    // Eras 0 – 127 and 128 – 255 are finished and mapped; 256 – 383 is not.
+    assert!(idx.era_map("d", 0, 300, &whole).expect("map").is_none());
+    let era = idx
+        .era_map("d", 0, 255, &whole)
+        .expect("map")
+        .expect("some");
+    assert_eq!(era.seqs, (128..=255).collect::<Vec<u64>>());
+    for (at, runs, eras) in [(300, 0, 4), (255, 0, 4), (254, 2, 2), (127, 0, 2)] {
+        let plan = idx.plan("d", 0, LONG_BLOCKS, at).expect("plan");
+        assert_plan_replays(&plan, &history, at);
+        assert_eq!(
+            (plan.mapped_runs, plan.mapped_eras),
+            (runs, eras),
+            "at {at}"
+        );
+    }
+}
+
+#[test]
+fn plans_of_few_blocks_look_them_up_in_the_maps() {
+    let (_dir, idx) = open();
+    let history = scattered_history(300);
+    apply_long_history(&idx, &history);
+    // Written, zeroed, written and zeroed again, and never touched blocks.
+    let some: RoaringBitmap = [0, 1, 3, 5, 7, 1030, 1031, 60_005, 60_006, 150_010, 150_200]
+        .into_iter()
+        .chain([199_999, 70_000, 100_001])
+        .collect();
+    for at in [64, 127, 128, 200, 255, 300] {
+        let part = idx.plan_blocks("d", 0, &some, at).expect("plan blocks");
+        assert!(
+            part.mapped_runs + part.mapped_eras > 0 || at < 128,
+            "at {at}"
+        );
+        let state = replay(&history, at);
+        let zero = part.zero_blocks();
+        for b in &some {
+            let got: Vec<u64> = part
+                .reads
+                .iter()
+                .filter(|(_, h)| h.contains(b))
+                .map(|(s, _)| *s)
+                .collect();
+            let expect = state.get(&b).copied().flatten();
+            assert_eq!(
+                got,
+                expect.into_iter().collect::<Vec<_>>(),
+                "block {b} at {at}"
+            );
+            assert_eq!(zero.contains(b), expect.is_none(), "zero block {b} at {at}");
+        }
+    }
+}
+
+#[test]
+fn a_segment_indexed_late_into_an_era_drops_its_map() {
+    let (_dir, idx) = open();
+    let history = scattered_history(300);
+    let mut rec = domain();
+    rec.disks[0].size = u64::from(LONG_BLOCKS) * BLOCK_SIZE as u64;
+    idx.put_domain(&rec).expect("domain");
+    let apply = |i: usize| {
+        let mut s = segment(i as u64 + 1, i as i64, &[], &[], &[]);
+        s.disks[0].written = history[i].0.clone();
+        s.disks[0].zeroed = history[i].1.clone();
+        idx.apply_segment(&s, 1, &[], &[], &[]).expect("apply");
+    };
+    // Seq 70 arrives after the era 0 – 127 was finished and mapped.
+    (0..300).filter(|i| *i != 69).for_each(apply);
+    let whole = 0..1 << 16;
+    let era = idx
+        .era_map("d", 0, 127, &whole)
+        .expect("map")
+        .expect("some");
+    assert_eq!(era.seqs.len(), 126, "seqs 1 – 127 but 70");
+    apply(69);
+    assert!(idx.era_map("d", 0, 127, &whole).expect("map").is_none());
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 300).expect("plan");
+    assert_plan_replays(&plan, &history, 300);
+    assert_eq!(
+        (plan.mapped_runs, plan.mapped_eras),
+        (2, 2),
+        "the era 128 – 255 and the run 0 – 63 have maps now"
+    );
+}
+
+#[test]
+fn an_era_with_a_run_too_dense_for_a_map_gets_none() {
+    let (_dir, idx) = open();
+    let mut history = scattered_history(200);
+    // Run 64 – 127 touches more blocks than a run map holds.
+    history[80].0.insert_range(10_000..17_000);
+    apply_long_history(&idx, &history);
+    assert!(idx.run_map("d", 0, 81).expect("map").is_none());
+    assert!(idx
+        .era_map("d", 0, 127, &(0..1 << 16))
+        .expect("map")
+        .is_none());
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
+    assert_plan_replays(&plan, &history, 200);
+    assert_eq!(
+        (plan.mapped_runs, plan.mapped_eras),
+        (4, 0),
+        "runs 0 and 128"
+    );
+}
+
+#[test]
+fn a_damaged_era_map_is_corrupt() {
+    let (_dir, idx) = open();
+    let history = scattered_history(130);
+    apply_long_history(&idx, &history);
+    let head_key = crate::keys::disk_seq("d", 0, 0);
+    let head = idx
+        .db
+        .get_cf(idx.cf("eras"), &head_key)
+        .expect("get")
+        .expect("head");
+    // The first slice: swap its first two blocks, no longer ascending.
+    let mut slice_key = head_key.clone();
+    slice_key.extend_from_slice(&0u16.to_be_bytes());
+    let mut v = idx
+        .db
+        .get_cf(idx.cf("eras"), &slice_key)
+        .expect("get")
+        .expect("slice");
+    let first: [u8; 4] = v[4..8].try_into().expect("4 bytes");
+    v.copy_within(8..12, 4);
+    v[8..12].copy_from_slice(&first);
+    idx.db.put_cf(idx.cf("eras"), &slice_key, &v).expect("put");
+    let plan = || idx.plan("d", 0, LONG_BLOCKS, 130);
+    assert!(matches!(plan(), Err(IndexError::Corrupt(_))));
+    idx.db
+        .put_cf(idx.cf("eras"), &slice_key, &v[..v.len() - 1])
+        .expect("put");
+    assert!(matches!(plan(), Err(IndexError::Corrupt(_))));
+    // A head that names a slice the index does not hold.
+    idx.db
+        .delete_cf(idx.cf("eras"), &slice_key)
+        .expect("delete");
+    assert!(matches!(plan(), Err(IndexError::Corrupt(_))));
+    idx.db
+        .put_cf(idx.cf("eras"), &head_key, &head[..head.len() - 1])
+        .expect("put");
+    assert!(matches!(plan(), Err(IndexError::Corrupt(_))));
 }
 
 #[test]
@@ -713,10 +880,19 @@ async fn a_gc_manifest_maps_the_runs_it_changes_again() {
     history[10] = (written, zeroed);
     let plan = idx.plan("d", 0, LONG_BLOCKS, 130).expect("plan");
     assert_plan_replays(&plan, &history, 130);
-    assert_eq!(plan.mapped_runs, 4, "both finished runs are mapped again");
+    assert_eq!(plan.mapped_eras, 2, "the finished era is mapped again");
     let map = idx.run_map("d", 0, 11).expect("map").expect("mapped again");
     let map = crate::runmap::RunMap::parse(&map).expect("map");
     assert_eq!(map.members(), 62, "seqs 1 – 63 but 10");
+    let era = idx
+        .era_map("d", 0, 127, &(0..1 << 16))
+        .expect("map")
+        .expect("some");
+    assert_eq!(era.seqs.len(), 126, "seqs 1 – 127 but 10");
+    // Inside the era, its runs' maps serve: the run 64 – 127 was mapped again too.
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 126).expect("plan");
+    assert_plan_replays(&plan, &history, 126);
+    assert_eq!((plan.mapped_runs, plan.mapped_eras), (2, 0));
 }
 
 #[test]
@@ -726,19 +902,23 @@ fn run_maps_are_built_for_an_index_that_had_none() {
     {
         let idx = Index::open(dir.path()).expect("open");
         apply_long_history(&idx, &history);
-        // As an index of a version without run maps: none, and no version mark.
+        // As an index of a version without run or era maps: none, and no version marks.
         clear_family(&idx, "runs");
-        assert_eq!(
-            idx.plan("d", 0, LONG_BLOCKS, 200)
-                .expect("plan")
-                .mapped_runs,
-            0
-        );
+        clear_family(&idx, "eras");
+        let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
+        assert_eq!((plan.mapped_runs, plan.mapped_eras), (0, 0));
     }
     let idx = Index::open(dir.path()).expect("reopen");
     let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
     assert_plan_replays(&plan, &history, 200);
-    assert_eq!(plan.mapped_runs, 6, "runs 0, 64 and 128 on each half");
+    assert_eq!(
+        (plan.mapped_runs, plan.mapped_eras),
+        (2, 2),
+        "the run 128 and the era 0 on each half"
+    );
+    let plan = idx.plan("d", 0, LONG_BLOCKS, 100).expect("plan");
+    assert_plan_replays(&plan, &history, 100);
+    assert_eq!(plan.mapped_runs, 2, "the run 0 on each half");
     assert!(
         idx.run_map("d", 0, 192).expect("map").is_none(),
         "the last run may grow"
