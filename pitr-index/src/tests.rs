@@ -340,15 +340,23 @@ fn long_histories() -> impl Strategy<Value = Vec<(RoaringBitmap, RoaringBitmap)>
 const LONG_BLOCKS: u32 = 200_000;
 
 fn apply_long_history(idx: &Index, history: &[(RoaringBitmap, RoaringBitmap)]) {
+    put_long_domain(idx);
+    (0..history.len()).for_each(|i| apply_long_segment(idx, history, i));
+}
+
+/// The domain of a long history's disk of `LONG_BLOCKS` blocks.
+fn put_long_domain(idx: &Index) {
     let mut rec = domain();
     rec.disks[0].size = u64::from(LONG_BLOCKS) * BLOCK_SIZE as u64;
     idx.put_domain(&rec).expect("domain");
-    for (i, (w, z)) in history.iter().enumerate() {
-        let mut s = segment(i as u64 + 1, i as i64, &[], &[], &[]);
-        s.disks[0].written = w.clone();
-        s.disks[0].zeroed = z.clone();
-        idx.apply_segment(&s, 1, &[], &[], &[]).expect("apply");
-    }
+}
+
+/// Indexes segment `i` of `history` (seq `i + 1`).
+fn apply_long_segment(idx: &Index, history: &[(RoaringBitmap, RoaringBitmap)], i: usize) {
+    let mut s = segment(i as u64 + 1, i as i64, &[], &[], &[]);
+    s.disks[0].written = history[i].0.clone();
+    s.disks[0].zeroed = history[i].1.clone();
+    idx.apply_segment(&s, 1, &[], &[], &[]).expect("apply");
 }
 
 /// For each block touched up to `at`: the seq whose data it holds there, or None if zero.
@@ -691,15 +699,8 @@ fn plans_of_few_blocks_look_them_up_in_the_maps() {
 fn a_segment_indexed_late_into_an_era_drops_its_map() {
     let (_dir, idx) = open();
     let history = scattered_history(300);
-    let mut rec = domain();
-    rec.disks[0].size = u64::from(LONG_BLOCKS) * BLOCK_SIZE as u64;
-    idx.put_domain(&rec).expect("domain");
-    let apply = |i: usize| {
-        let mut s = segment(i as u64 + 1, i as i64, &[], &[], &[]);
-        s.disks[0].written = history[i].0.clone();
-        s.disks[0].zeroed = history[i].1.clone();
-        idx.apply_segment(&s, 1, &[], &[], &[]).expect("apply");
-    };
+    put_long_domain(&idx);
+    let apply = |i: usize| apply_long_segment(&idx, &history, i);
     // Seq 70 arrives after the era 0 – 127 was finished and mapped.
     (0..300).filter(|i| *i != 69).for_each(apply);
     let whole = 0..1 << 16;
@@ -784,15 +785,8 @@ fn a_damaged_era_map_is_corrupt() {
 fn a_segment_indexed_late_into_a_run_drops_its_map() {
     let (_dir, idx) = open();
     let history = scattered_history(130);
-    let mut rec = domain();
-    rec.disks[0].size = u64::from(LONG_BLOCKS) * BLOCK_SIZE as u64;
-    idx.put_domain(&rec).expect("domain");
-    let apply = |i: usize| {
-        let mut s = segment(i as u64 + 1, i as i64, &[], &[], &[]);
-        s.disks[0].written = history[i].0.clone();
-        s.disks[0].zeroed = history[i].1.clone();
-        idx.apply_segment(&s, 1, &[], &[], &[]).expect("apply");
-    };
+    put_long_domain(&idx);
+    let apply = |i: usize| apply_long_segment(&idx, &history, i);
     // Seq 10 arrives after the run 0 – 63 was finished and mapped.
     (0..130).filter(|i| *i != 9).for_each(apply);
     assert!(idx.run_map("d", 0, 10).expect("map").is_some());
