@@ -557,6 +557,18 @@ fn summaries_skip_runs_that_hold_nothing_pending() {
     assert_eq!(plan.skipped_runs, 5);
 }
 
+/// Plans the whole disk at `at`, checks the plan against a replay of `history`, and
+/// returns how many runs and eras it resolved from their maps.
+fn mapped_plan_replays(
+    idx: &Index,
+    history: &[(RoaringBitmap, RoaringBitmap)],
+    at: u64,
+) -> (u64, u64) {
+    let plan = idx.plan("d", 0, LONG_BLOCKS, at).expect("plan");
+    assert_plan_replays(&plan, history, at);
+    (plan.mapped_runs, plan.mapped_eras)
+}
+
 /// Checks every block of `plan` (a whole-disk plan of `LONG_BLOCKS`) against a replay.
 fn assert_plan_replays(plan: &DiskPlan, history: &[(RoaringBitmap, RoaringBitmap)], at: u64) {
     let state = replay(history, at);
@@ -649,10 +661,8 @@ fn finished_eras_are_resolved_from_their_maps() {
         .expect("some");
     assert_eq!(era.seqs, (128..=255).collect::<Vec<u64>>());
     for (at, runs, eras) in [(300, 0, 4), (255, 0, 4), (254, 2, 2), (127, 0, 2)] {
-        let plan = idx.plan("d", 0, LONG_BLOCKS, at).expect("plan");
-        assert_plan_replays(&plan, &history, at);
         assert_eq!(
-            (plan.mapped_runs, plan.mapped_eras),
+            mapped_plan_replays(&idx, &history, at),
             (runs, eras),
             "at {at}"
         );
@@ -711,10 +721,8 @@ fn a_segment_indexed_late_into_an_era_drops_its_map() {
     assert_eq!(era.seqs.len(), 126, "seqs 1 – 127 but 70");
     apply(69);
     assert!(idx.era_map("d", 0, 127, &whole).expect("map").is_none());
-    let plan = idx.plan("d", 0, LONG_BLOCKS, 300).expect("plan");
-    assert_plan_replays(&plan, &history, 300);
     assert_eq!(
-        (plan.mapped_runs, plan.mapped_eras),
+        mapped_plan_replays(&idx, &history, 300),
         (2, 2),
         "the era 128 – 255 and the run 0 – 63 have maps now"
     );
@@ -732,10 +740,8 @@ fn an_era_with_a_run_too_dense_for_a_map_gets_none() {
         .era_map("d", 0, 127, &(0..1 << 16))
         .expect("map")
         .is_none());
-    let plan = idx.plan("d", 0, LONG_BLOCKS, 200).expect("plan");
-    assert_plan_replays(&plan, &history, 200);
     assert_eq!(
-        (plan.mapped_runs, plan.mapped_eras),
+        mapped_plan_replays(&idx, &history, 200),
         (4, 0),
         "runs 0 and 128"
     );
