@@ -24,6 +24,7 @@ use rocksdb::{DBPinnableSlice, ReadOptions, WriteBatch};
 
 use crate::runmap::{OwnedBlocks, RunMap};
 use crate::summary::RUN_BITS;
+use crate::view::u16_at;
 use crate::{keys, Index, IndexError, Result};
 
 /// log2 of the seqs of an era. (Unit tests use eras of two runs, so that their
@@ -67,10 +68,6 @@ fn slice_key(domain: &str, disk: u32, era: u64, slice: u16) -> Vec<u8> {
     let mut k = head_key(domain, disk, era);
     k.extend_from_slice(&slice.to_be_bytes());
     k
-}
-
-fn u16_at(b: &[u8], i: usize) -> u16 {
-    u16::from_le_bytes([b[i], b[i + 1]])
 }
 
 /// A stored head: `VERSION`, the member count `n` (u16), `n` seqs (u64, ascending),

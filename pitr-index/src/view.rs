@@ -40,7 +40,8 @@ fn corrupt() -> IndexError {
     IndexError::Corrupt("bitmap value".into())
 }
 
-fn u16_at(b: &[u8], i: usize) -> u16 {
+/// The little-endian u16 at byte `i` of `b`.
+pub(crate) fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_le_bytes([b[i], b[i + 1]])
 }
 
